@@ -1,0 +1,3 @@
+"""pyme-desk: run and watch a PYME-style analysis cluster."""
+
+__version__ = "0.1.0"

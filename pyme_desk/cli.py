@@ -1,0 +1,64 @@
+"""``pyme-desk <subcommand>``: parses arguments, then hands over to a room of the package.
+
+Every subcommand lives in the module that owns the work and exposes two functions,
+``add_arguments(parser)`` and ``run(args, config) -> int``; this module only lists them.
+Errors a user can fix (bad arguments, a broken config file, a port in use) end in exit code 2
+and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from pyme_desk import __version__
+from pyme_desk.config import ConfigError, load_config
+from pyme_desk.errors import UsageError
+
+#: subcommand -> (module, one-line help). The module provides add_arguments() and run().
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dataserver": ("pyme_desk.storage.command", "serve a data root over PYME's data server protocol"),
+    "discover": ("pyme_desk.discovery.command", "list the data servers and cluster services found on the network"),
+    "config": ("pyme_desk.config_command", "show the merged configuration and where it came from"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyme-desk", description="pyme-desk: control center for PYME analysis clusters.")
+    parser.add_argument("--version", action="version", version=f"pyme-desk {__version__}")
+    parser.add_argument("--config", metavar="FILE", action="append",
+                        help="read this config file instead of the standard ones (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        config = load_config(args.config) if args.config else load_config()
+        module = importlib.import_module(COMMANDS[args.command][0])
+        return int(module.run(args, config) or 0)
+    except (UsageError, ConfigError) as e:
+        print(f"pyme-desk {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
