@@ -1,0 +1,87 @@
+"""``pyme-desk dataserver``: serve a data root headless until Ctrl-C / SIGTERM / Ctrl-Break."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from pyme_desk.config import Config, read_token_file
+from pyme_desk.discovery.addresses import is_loopback
+from pyme_desk.errors import UsageError, refuse_root
+from pyme_desk.logs import configure_service_logging
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, help="directory to serve (config: dataserver-root)")
+    parser.add_argument("--port", type=int, help="TCP port, 0 for any free one (config: dataserver-port)")
+    parser.add_argument("--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    parser.add_argument("--filter", dest="server_filter", help="cluster name (config: dataserver-filter)")
+    parser.add_argument("--advertise", choices=("zeroconf", "local", "none"),
+                        help="announce on the network (zeroconf), to this machine (local: sqlite "
+                             "registry), or not at all; default: local on loopback, zeroconf otherwise")
+    parser.add_argument("--advertise-address", help="IPv4 address to announce (default: the default-route interface)")
+    parser.add_argument("--token-file", type=Path, help="file whose first line is the cluster token")
+    parser.add_argument("--insecure-open-writes", action="store_true",
+                        help="allow writes without a token when bound off loopback (isolated networks only)")
+    parser.add_argument("--port-file", type=Path, help="write {url, port, pid} as JSON here once listening")
+    parser.add_argument("--log-dir", type=Path, help="log directory (never inside the root)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    from pyme_desk.storage.server import DataServer
+
+    refuse_root("data server")
+    root = args.root or config.data_root
+    port = config.get("dataserver-port") if args.port is None else args.port
+    bind = args.bind or config.get("desk-bind")
+    loopback = is_loopback(bind)
+    # writes from this machine need no token; from the network they do (an explicit
+    # --token-file always applies)
+    token = read_token_file(args.token_file) if args.token_file else (None if loopback else config.cluster_token)
+    advertise = args.advertise or ("local" if loopback else "zeroconf")
+    if not 0 <= int(port) < 65536:
+        raise UsageError(f"--port must be between 0 and 65535, not {port}")
+    configure_service_logging("dataserver", args.log_dir or config.get("desk-log-dir"),
+                              data_root=root, verbose=args.verbose)
+    server = DataServer(root, port=int(port), bind=bind,
+                        server_filter=args.server_filter or config.server_filter, token=token,
+                        advertise=advertise, advertise_address=args.advertise_address,
+                        allow_open_writes=args.insecure_open_writes,
+                        h5r_flush_interval=float(config.get("h5r-flush_interval")))
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    server.start()
+    if args.port_file:
+        write_port_file(args.port_file, server.url, server.port)
+    print(f"pyme-desk dataserver ready at {server.url} serving {server.root.path}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        log.info("stopping: finishing requests in flight")
+        server.stop()
+    return 0
+
+
+def write_port_file(path: Path, url: str, port: int) -> None:
+    """Atomically write ``{"url", "port", "pid"}`` so a supervisor never reads half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"url": url, "port": port, "pid": os.getpid()}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    if hasattr(signal, "SIGBREAK"):  # Windows Ctrl-Break, what a supervisor sends a console child
+        signal.signal(signal.SIGBREAK, handler)

@@ -1,0 +1,166 @@
+"""Directory listings in PYME's wire format (protocol.md §2.4), cached and kept current.
+
+A listing is a JSON object ``{name: [type, size]}``: directories carry a trailing ``/`` in
+the name, ``type`` is a bit field (DIRECTORY=1, SERIES=2, SERIES_COMPLETE=4) and ``size`` is
+bytes for files and the number of entries for directories.  Unlike PYME, the DIRECTORY bit is
+always set for directories, whichever way the listing was produced, and the completion marker
+is always ``events.json``.
+
+The cache keeps each directory's entries and rendered JSON.  Our own writes update it in
+place (no rescan); a directory whose mtime changed behind our back (someone copied files in)
+or whose entry is older than ``max_age`` seconds is rescanned.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from pyme_desk.storage.paths import PRIVATE_PREFIX
+
+FILETYPE_NORMAL = 0
+FILETYPE_DIRECTORY = 1
+FILETYPE_SERIES = 2
+FILETYPE_SERIES_COMPLETE = 4
+
+SERIES_MARKER = "metadata.json"
+COMPLETE_MARKER = "events.json"
+
+
+def directory_flags(path: str | os.PathLike, names=None) -> tuple[int, int]:
+    """(type, entry count) of a directory; ``names`` may pass an already-read listing."""
+    if names is None:
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return FILETYPE_DIRECTORY, 0
+    names = [n for n in names if not n.startswith(PRIVATE_PREFIX)]
+    flags = FILETYPE_DIRECTORY
+    if SERIES_MARKER in names:
+        flags |= FILETYPE_SERIES
+    if COMPLETE_MARKER in names:
+        flags |= FILETYPE_SERIES_COMPLETE
+    return flags, len(names)
+
+
+def file_flags(name: str, aggregating: bool = False) -> int:
+    """An ``.h5`` file is a packed series; complete unless it is still being appended to."""
+    if name.endswith(".h5"):
+        return FILETYPE_SERIES if aggregating else FILETYPE_SERIES | FILETYPE_SERIES_COMPLETE
+    return FILETYPE_NORMAL
+
+
+def scan_directory(path: Path, is_aggregating=lambda p: False) -> dict[str, list[int]]:
+    """Read a directory from disk into listing entries (unsorted)."""
+    entries: dict[str, list[int]] = {}
+    with os.scandir(path) as it:
+        for e in it:
+            name = e.name
+            if name.startswith(PRIVATE_PREFIX):
+                continue
+            try:
+                if e.is_dir():
+                    flags, count = directory_flags(e.path)
+                    entries[name + "/"] = [flags, count]
+                else:
+                    entries[name] = [file_flags(name, is_aggregating(e.path)), e.stat().st_size]
+            except OSError:
+                continue  # vanished or unreadable between scandir and stat
+    return entries
+
+
+def render(entries: dict[str, list[int]]) -> bytes:
+    ordered = {k: entries[k] for k in sorted(entries, key=str.lower)}
+    return json.dumps(ordered, separators=(",", ":")).encode()
+
+
+class _Entry:
+    __slots__ = ("mtime", "entries", "rendered", "scanned")
+
+    def __init__(self, mtime: int, entries: dict) -> None:
+        self.mtime = mtime
+        self.entries = entries
+        self.rendered: bytes | None = None
+        self.scanned = time.monotonic()
+
+
+class ListingCache:
+    """Per-directory listing cache; thread-safe; bounded to ``max_dirs`` directories."""
+
+    def __init__(self, max_dirs: int = 1000, max_age: float = 30.0, is_aggregating=lambda p: False):
+        self.max_dirs = max_dirs
+        self.max_age = max_age
+        self.is_aggregating = is_aggregating
+        self._lock = threading.Lock()
+        self._dirs: OrderedDict[str, _Entry] = OrderedDict()
+
+    def listing(self, path: Path) -> bytes:
+        """Rendered JSON listing of ``path`` (raises OSError when it cannot be read)."""
+        key = os.fspath(path)
+        mtime = os.stat(key).st_mtime_ns
+        with self._lock:
+            ent = self._dirs.get(key)
+            if ent is not None and ent.mtime == mtime and time.monotonic() - ent.scanned < self.max_age:
+                self._dirs.move_to_end(key)
+                if ent.rendered is None:
+                    ent.rendered = render(ent.entries)
+                return ent.rendered
+        entries = scan_directory(path, self.is_aggregating)
+        ent = _Entry(mtime, entries)
+        ent.rendered = render(entries)
+        with self._lock:
+            self._dirs[key] = ent
+            self._dirs.move_to_end(key)
+            while len(self._dirs) > self.max_dirs:
+                self._dirs.popitem(last=False)
+        return ent.rendered
+
+    def file_added(self, path: Path, is_dir: bool = False) -> None:
+        """We created ``path`` (a new file, or a new directory with ``is_dir``): update in place.
+
+        Its directory gains an entry; the grandparent's entry for that directory gains one in
+        its count and, for the series markers, the SERIES/SERIES_COMPLETE flags.  Callers
+        report directories made by ``mkdir -p`` top-down, one call each.
+        """
+        path = Path(path)
+        directory = path.parent
+        name = path.name + "/" if is_dir else path.name
+        with self._lock:
+            ent = self._dirs.get(os.fspath(directory))
+            if ent is not None:
+                try:
+                    ent.mtime = os.stat(directory).st_mtime_ns
+                    ent.entries[name] = ([FILETYPE_DIRECTORY, 0] if is_dir else
+                                         [file_flags(name, self.is_aggregating(os.fspath(path))),
+                                          path.stat().st_size])
+                    ent.rendered = None
+                except OSError:
+                    self._dirs.pop(os.fspath(directory), None)
+            parent = self._dirs.get(os.fspath(directory.parent))
+            key = directory.name + "/"
+            if parent is not None and key in parent.entries:
+                flags, count = parent.entries[key]
+                if name == SERIES_MARKER:
+                    flags |= FILETYPE_SERIES
+                elif name == COMPLETE_MARKER:
+                    flags |= FILETYPE_SERIES_COMPLETE
+                parent.entries[key] = [flags, count + 1]
+                parent.rendered = None
+
+    def file_changed(self, path: Path) -> None:
+        """A file we append to changed size or state: refresh its entry."""
+        path = Path(path)
+        with self._lock:
+            ent = self._dirs.get(os.fspath(path.parent))
+            if ent is None:
+                return
+            try:
+                ent.mtime = os.stat(path.parent).st_mtime_ns
+                ent.entries[path.name] = [file_flags(path.name, self.is_aggregating(os.fspath(path))),
+                                          path.stat().st_size]
+                ent.rendered = None
+            except OSError:
+                self._dirs.pop(os.fspath(path.parent), None)

@@ -1,0 +1,505 @@
+"""The data server: one data root served over PYME's data-server protocol (protocol.md §2).
+
+``DataServer`` is a plain object: ``start()`` returns once it listens (on its own thread and
+event loop), ``url`` says where, ``stop()`` finishes the requests in flight and unregisters.
+The CLI (``pyme-desk dataserver``), the supervisor and the tests all use it the same way.
+
+Requests are answered by :class:`DataServerApp` (routing and semantics) on top of the small
+HTTP core in :mod:`pyme_desk.storage.http`.  Blocking work that may take long (HDF5 appends,
+globbing a big tree, fetching a mirror source) runs on a thread pool, never in the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import glob as globmod
+import hmac
+import logging
+import mimetypes
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import quote
+
+from pyme_desk.discovery.addresses import advertise_address, is_loopback
+from pyme_desk.errors import UsageError
+from pyme_desk.monitor.status import StatusSampler
+from pyme_desk.names import computer_name, dataserver_process_name, service_name
+from pyme_desk.storage.errors import HTTPError
+from pyme_desk.storage.h5r import H5RStore
+from pyme_desk.storage.h5series import H5SeriesStore
+from pyme_desk.storage.http import DiscardSink, HTTPServer, MemorySink, Request, Response
+from pyme_desk.storage.listing import ListingCache
+from pyme_desk.storage.paths import Root, split_components
+from pyme_desk.storage.safe_pickle import decode_records
+from pyme_desk.storage.upload import UploadSink, publish
+
+log = logging.getLogger(__name__)
+
+HTTP_PROTOCOL = "_pyme-http"
+#: aggregate bodies are held in memory; more than this is refused with 413
+MAX_AGGREGATE_BODY = 512 * 1024 * 1024
+MIRROR_TIMEOUT = (5.0, 60.0)  # connect, read (s): PYME's 0.1 s makes mirroring fail
+AGGREGATE_PREFIXES = ("__aggregate_h5r/", "__aggregate_h5/", "__aggregate_txt/")
+
+
+class _Deferred:
+    """A sink whose request is refused: the body is drained and the error raised at handle time."""
+
+    def __init__(self, error: HTTPError) -> None:
+        self.error = error
+        self.sink = DiscardSink()
+
+    def write(self, chunk: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class DataServerApp:
+    """Routing and semantics of the data server; see protocol.md §2."""
+
+    def __init__(self, server: "DataServer") -> None:
+        self.server = server
+        self.root: Root = server.root
+        self.listings: ListingCache = server.listings
+        self.h5r: H5RStore = server.h5r
+        self.h5: H5SeriesStore = server.h5
+        self._txt_locks: dict[str, threading.Lock] = {}
+        self._txt_guard = threading.Lock()
+
+    # -- body phase (event loop, as soon as the headers are in) ------------------------------
+    def begin(self, req: Request):
+        if req.method != "PUT":
+            return DiscardSink()
+        try:
+            self._authorize(req)
+            rel = req.path.lstrip("/")
+            if rel.startswith(AGGREGATE_PREFIXES) or rel.startswith("__aggregate"):
+                return MemorySink(MAX_AGGREGATE_BODY)
+            if "MirrorSource" in req.query:
+                return DiscardSink()
+            target = self.root.resolve(req.path)
+            if target.trailing_slash:
+                return DiscardSink()
+            if target.fs.is_dir():
+                raise HTTPError(405, f"{target.rel} is a directory")
+            if os.path.lexists(target.fs):
+                raise HTTPError(405, f"File already exists: {target.rel} (cluster files are write-once)")
+            gz = req.header("content-encoding", "").strip().lower() == "gzip"
+            return UploadSink(self.root.temp_dir, gzipped=gz)
+        except HTTPError as e:
+            return _Deferred(e)
+
+    def _authorize(self, req: Request) -> None:
+        token = self.server.required_token
+        if token is None:
+            return
+        given = req.header("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise HTTPError(401, "this data server needs the cluster token (Authorization: Bearer <token>)")
+
+    # -- answer phase (in request order) -----------------------------------------------------
+    async def handle(self, req: Request, sink) -> Response:
+        if isinstance(sink, _Deferred):
+            raise sink.error
+        if req.method in ("GET", "HEAD"):
+            resp = await self._get(req)
+            if req.method == "HEAD":
+                resp.head_only = True
+            return resp
+        if req.method == "PUT":
+            return await self._put(req, sink)
+        return Response(405, b'{"error": "method not allowed; use GET, HEAD or PUT"}',
+                        "application/json", headers=[("Allow", "GET, HEAD, PUT")])
+
+    async def _get(self, req: Request) -> Response:
+        rel = req.path.lstrip("/")
+        if rel == "__status":
+            return Response(200, self.server.sampler.document_bytes(), "application/json")
+        if rel.startswith("__glob"):
+            return Response.json(await self._offload(self._glob, req.query.get("pattern", "")))
+        if rel.startswith("__aggregate") or rel.startswith("__pyramid"):
+            raise HTTPError(405, "aggregate endpoints take PUT")
+        target = self.root.resolve(req.path)
+        fs = target.fs
+        if fs.is_dir():
+            if not target.trailing_slash:
+                location = "/" + quote(target.rel) + "/"
+                return Response(301, headers=[("Location", location)])
+            try:
+                body = self.listings.listing(fs)
+            except PermissionError:
+                raise HTTPError(403, f"no permission to list {target.rel or '/'}") from None
+            except OSError as e:
+                raise HTTPError(404, f"cannot list {target.rel or '/'}: {e.strerror}") from None
+            return Response(200, body, "application/json")
+        series_part = _split_container(target.rel, (".h5",), allow_bare=target.trailing_slash)
+        if series_part is not None:
+            container, part = series_part
+            path = self.root.path / container
+            if part == "":
+                return Response.json(await self._offload(self.h5.listing, path))
+            ctype, body = await self._offload(self.h5.read, path, part)
+            return Response(200, body, ctype)
+        table_part = _split_container(target.rel, (".h5r", ".hdf"))
+        if table_part is not None:
+            container, part = table_part
+            ctype, body = await self._offload(self.h5r.read_part, self.root.path / container, part,
+                                              dict(req.query))
+            return Response(200, body, ctype)
+        try:
+            st = fs.stat()
+        except FileNotFoundError:
+            raise HTTPError(404, f"not found: {target.rel}") from None
+        except OSError as e:
+            raise HTTPError(403, f"cannot read {target.rel}: {e.strerror}") from None
+        ctype = mimetypes.guess_type(fs.name)[0] or "application/octet-stream"
+        return Response(200, content_type=ctype, file=fs, file_size=st.st_size,
+                        headers=[("Last-Modified", formatdate(st.st_mtime, usegmt=True))])
+
+    async def _put(self, req: Request, sink) -> Response:
+        rel = req.path.lstrip("/")
+        if rel.startswith("__aggregate_h5r/"):
+            await self._offload(self._aggregate_h5r, rel[len("__aggregate_h5r/"):], _body(sink))
+        elif rel.startswith("__aggregate_h5/"):
+            await self._offload(self._aggregate_h5, rel[len("__aggregate_h5/"):], _body(sink))
+        elif rel.startswith("__aggregate_txt/"):
+            await self._offload(self._aggregate_txt, rel[len("__aggregate_txt/"):], _body(sink))
+        elif rel.startswith("__aggregate") or rel.startswith("__pyramid"):
+            raise HTTPError(404, f"unknown aggregate endpoint {rel.split('/')[0]!r}")
+        elif "MirrorSource" in req.query:
+            await self._offload(self._mirror, req.path, req.query["MirrorSource"])
+        else:
+            target = self.root.resolve(req.path)
+            if target.trailing_slash:
+                self._makedirs(target.fs)
+            else:
+                self._store(sink, target)
+        return Response(200)
+
+    # -- writing -----------------------------------------------------------------------------
+    def _makedirs(self, directory: Path) -> None:
+        """mkdir -p inside the root, telling the listing cache about each new directory."""
+        missing = []
+        probe = directory
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        if not probe.is_dir():
+            raise HTTPError(409, f"{self.root.relative(probe)} is a file, not a directory")
+        self.root.check_inside(directory)
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if not d.is_dir():
+                    raise HTTPError(409, f"{self.root.relative(d)} is a file, not a directory") from None
+                continue
+            except OSError as e:
+                raise HTTPError(409, f"cannot create {self.root.relative(d)}: {e.strerror}") from None
+            self.listings.file_added(d, is_dir=True)
+
+    def _store(self, sink: UploadSink, target) -> None:
+        self._makedirs(target.fs.parent)
+        if not sink.commit(target.fs):
+            raise HTTPError(405, f"File already exists: {target.rel} (cluster files are write-once)")
+        self.listings.file_added(target.fs)
+
+    def _aggregate_target(self, rel: str, suffixes: tuple[str, ...]) -> tuple[Path, str]:
+        split = _split_container(rel, suffixes, allow_bare=True)
+        if split is None:
+            raise HTTPError(400, f"aggregate path must name a {' or '.join(suffixes)} file: {rel}")
+        container, part = split
+        path = self.root.resolve(container).fs
+        self._makedirs(path.parent)
+        return path, part
+
+    def _aggregate_h5r(self, rel: str, body: bytes) -> None:
+        path, table = self._aggregate_target(rel, (".h5r", ".hdf"))
+        new = not path.exists()
+        if table == "":
+            raise HTTPError(400, "legacy pickled fit-result objects are not accepted; "
+                                 "PUT record arrays to <file>.h5r/<Table>")
+        if table == "MetaData":
+            self.h5r.append_metadata(path, _json_object(body, "MetaData"))
+        elif table == "Events":
+            self.h5r.append_events(path, _events(body))
+        else:
+            self.h5r.append_records(path, table, decode_records(body))
+        self._note_aggregate(path, new)
+
+    def _aggregate_h5(self, rel: str, body: bytes) -> None:
+        path, part = self._aggregate_target(rel, (".h5",))
+        if part == "":
+            raise HTTPError(400, "aggregate path must name a part: <series>.h5/<part>")
+        new = not path.exists()
+        self.h5.append(path, part, body)
+        self._note_aggregate(path, new)
+
+    def _aggregate_txt(self, rel: str, body: bytes) -> None:
+        target = self.root.resolve(rel)
+        if target.trailing_slash or not target.rel:
+            raise HTTPError(400, "aggregate_txt needs a file name")
+        if target.fs.is_dir():
+            raise HTTPError(409, f"{target.rel} is a directory")
+        self._makedirs(target.fs.parent)
+        with self._txt_guard:
+            lock = self._txt_locks.setdefault(target.rel, threading.Lock())
+        with lock:
+            new = not target.fs.exists()
+            with open(target.fs, "ab") as f:
+                f.write(body)
+        self._note_aggregate(target.fs, new)
+
+    def _note_aggregate(self, path: Path, new: bool) -> None:
+        if new:
+            self.listings.file_added(path)
+        else:
+            self.listings.file_changed(path)
+
+    def _mirror(self, url_path: str, source: str) -> None:
+        import requests
+
+        target = self.root.resolve(url_path)
+        if target.trailing_slash or not target.rel:
+            raise HTTPError(400, "MirrorSource needs a file path")
+        if not source.startswith(("http://", "https://")):
+            raise HTTPError(400, "MirrorSource must be an http:// URL")
+        if os.path.lexists(target.fs):
+            raise HTTPError(405, f"File already exists: {target.rel}")
+        sink = UploadSink(self.root.temp_dir)
+        try:
+            with requests.get(source, stream=True, timeout=MIRROR_TIMEOUT) as r:
+                if r.status_code != 200:
+                    raise HTTPError(502, f"MirrorSource answered {r.status_code}")
+                for chunk in r.iter_content(1 << 20):
+                    sink.write(chunk)
+        except requests.RequestException as e:
+            sink.abort()
+            raise HTTPError(502, f"cannot fetch MirrorSource: {e}") from None
+        except BaseException:
+            sink.abort()
+            raise
+        sink.finish()
+        self._store(sink, target)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _glob(self, pattern: str) -> list[str]:
+        """``glob`` confined to the root: relative patterns only, no '..', no links out."""
+        if not pattern:
+            raise HTTPError(400, "__glob needs ?pattern=")
+        if pattern.startswith(("/", "~")) or os.path.isabs(pattern):
+            raise HTTPError(400, "__glob patterns must be relative to the data root")
+        split_components(pattern)  # refuses '..', drive letters, backslashes, control chars
+        out = []
+        real_root = self.root.real.rstrip(os.sep) + os.sep
+        for match in globmod.glob(pattern, root_dir=self.root.path):
+            real = os.path.realpath(self.root.path / match)
+            if real.startswith(real_root) and not any(
+                    c.startswith(".pyme-desk") for c in Path(match).parts):
+                out.append(Path(match).as_posix())
+        return sorted(out)
+
+    async def _offload(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.server.executor, fn, *args)
+
+
+def _body(sink) -> bytes:
+    if isinstance(sink, MemorySink):
+        if sink.too_large:
+            raise HTTPError(413, f"aggregate bodies are limited to {MAX_AGGREGATE_BODY} bytes")
+        data = sink.body()
+    else:
+        data = b""
+    return data
+
+
+def _split_container(rel: str, suffixes: tuple[str, ...], allow_bare: bool = False):
+    """Split ``a/b.h5r/Table`` into (``a/b.h5r``, ``Table``); None if no container in the path."""
+    parts = rel.split("/")
+    for i, comp in enumerate(parts):
+        if comp.endswith(suffixes) and (i < len(parts) - 1 or allow_bare):
+            return "/".join(parts[: i + 1]), "/".join(parts[i + 1:])
+    return None
+
+
+def _json_object(body: bytes, what: str) -> dict:
+    import json
+
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPError(400, f"{what} must be a JSON object") from None
+    if not isinstance(obj, dict):
+        raise HTTPError(400, f"{what} must be a JSON object")
+    return obj
+
+
+def _events(body: bytes):
+    """Events arrive as JSON ``[[name, descr, time], ...]`` or as a record array."""
+    import json
+
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return decode_records(body)
+    if not isinstance(obj, list):
+        raise HTTPError(400, "Events must be a JSON list of [name, description, time]")
+    return obj
+
+
+class DataServer:
+    """A data server for one root; see the module docstring."""
+
+    def __init__(self, root: Path, *, port: int = 0, bind: str = "127.0.0.1",
+                 server_filter: str | None = None, token: str | None = None,
+                 advertise: str = "none", advertise_address: str | None = None,
+                 allow_open_writes: bool = False, status_interval: float = 1.0,
+                 h5r_flush_interval: float = 1.0) -> None:
+        self.root = Root(root)
+        self.port = port
+        self.bind = bind
+        self.server_filter = computer_name() if server_filter is None else server_filter
+        self.loopback_only = is_loopback(bind)
+        if not self.loopback_only and not token and not allow_open_writes:
+            raise UsageError(f"binding to {bind or 'all interfaces'} exposes writes to the network: "
+                             "configure a cluster token (desk-cluster-token / --token-file), or "
+                             "pass --insecure-open-writes for an isolated cluster network with PYME clients")
+        #: the token every PUT must carry, or None when writes are open (the CLI passes the
+        #: cluster token only when the server is reachable from the network)
+        self.required_token = token or None
+        if advertise not in ("zeroconf", "local", "none"):
+            raise UsageError(f"unknown --advertise mode {advertise!r}: use zeroconf, local or none")
+        if advertise == "zeroconf" and self.loopback_only:
+            raise UsageError("zeroconf advertisement needs a network bind address "
+                             "(--bind 0.0.0.0 or an interface IP); use --advertise local for 127.0.0.1")
+        self.advertise = advertise
+        self.advertise_address = advertise_address
+        self.status_interval = status_interval
+        self.h5r = H5RStore(flush_interval=h5r_flush_interval)
+        self.h5 = H5SeriesStore()
+        self.listings = ListingCache(is_aggregating=self._is_aggregating)
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dataserver-io")
+        self.url = ""
+        self.address = "127.0.0.1"
+        self.sampler: StatusSampler | None = None
+        self._advertiser = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._grace = 10.0
+
+    def _is_aggregating(self, path: str) -> bool:
+        return self.h5r.is_open(Path(path)) or self.h5.is_open(Path(path))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> "DataServer":
+        try:
+            self.root.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the data root {self.root.path}: {e.strerror or e}") from None
+        if not os.access(self.root.path, os.W_OK):
+            raise UsageError(f"the data root {self.root.path} is not writable by this user")
+        shutil.rmtree(self.root.temp_dir, ignore_errors=True)  # leftovers of a crash
+        self.root.temp_dir.mkdir(exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="dataserver", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise UsageError("the data server did not start in time")
+        if self._startup_error is not None:
+            self._thread.join(5)
+            err = self._startup_error
+            if isinstance(err, OSError):
+                raise UsageError(f"cannot listen on {self.bind}:{self.port}: {err.strerror or err}") from None
+            raise err
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Finish requests in flight (up to ``grace`` s), flush results files, unregister."""
+        if self._loop is None or self._thread is None:
+            return
+        self._grace = grace
+        if self._stop_event is not None:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
+        self._thread.join(grace + 15)
+
+    def __enter__(self) -> "DataServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as e:  # reported to start() if we never got ready
+            if not self._ready.is_set():
+                self._startup_error = e
+                self._ready.set()
+            else:
+                log.exception("data server stopped with an error")
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        http = HTTPServer(DataServerApp(self), loop)
+        host, self.port = await http.listen(self.bind, self.port)
+        if self.loopback_only:
+            self.address = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        else:
+            self.address, warning = advertise_address(self.advertise_address)
+            if warning:
+                log.warning(warning)
+        self.url = f"http://{self.address}:{self.port}/"
+        self.sampler = StatusSampler(self.root.path, self.status_interval, identity={
+            "IPAddress": self.address, "BindAddress": [self.bind, self.port], "Port": self.port,
+            "Protocol": "1.1", "TestMode": False, "ComputerName": computer_name()},
+            extra=self._status_extra)
+        await loop.run_in_executor(None, self.sampler.start)
+        try:
+            await loop.run_in_executor(None, self._start_advertising)
+            log.info("serving %s at %s (filter %r)", self.root.path, self.url, self.server_filter)
+            self._ready.set()
+            await self._stop_event.wait()
+        finally:
+            await http.shutdown(self._grace)
+            await loop.run_in_executor(None, self._stop_advertising)
+            self.sampler.stop()
+            await loop.run_in_executor(None, self.h5r.close)
+            await loop.run_in_executor(None, self.h5.close)
+            self.executor.shutdown(wait=True)
+
+    def _status_extra(self) -> dict:
+        return {"Filter": self.server_filter, "Root": str(self.root.path),
+                "TokenRequired": self.required_token is not None}
+
+    def _start_advertising(self) -> None:
+        if self.advertise == "none":
+            return
+        from pyme_desk.discovery.advertiser import Advertiser
+
+        name = service_name(dataserver_process_name(self.server_filter))
+        address = self.address if self.advertise == "zeroconf" else "127.0.0.1"
+        self._advertiser = Advertiser(HTTP_PROTOCOL, name, self.port, self.advertise, address)
+        self._advertiser.start()
+
+    def _stop_advertising(self) -> None:
+        if self._advertiser is not None:
+            try:
+                self._advertiser.stop()
+            except Exception:
+                log.exception("could not withdraw the advertisement")
