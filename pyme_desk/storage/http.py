@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+import zlib
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -70,24 +71,42 @@ class DiscardSink:
 
 
 class MemorySink:
-    """Collects a body in memory, refusing more than ``limit`` bytes (413 at handle time)."""
+    """Collects a body in memory (gunzipped if asked), refusing more than ``limit`` bytes.
 
-    def __init__(self, limit: int) -> None:
+    Problems are recorded, not raised, so the rest of the body is still drained and the
+    connection stays usable; the handler reports them (413 / 400).
+    """
+
+    def __init__(self, limit: int, gzipped: bool = False) -> None:
         self.limit = limit
         self.parts: list[bytes] = []
         self.size = 0
         self.too_large = False
+        self.bad_gzip = False
+        self._gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
 
     def write(self, chunk: bytes) -> None:
+        if self.too_large or self.bad_gzip:
+            return
+        if self._gunzip is not None:
+            try:  # bounded output: a small gzip bomb cannot blow up memory
+                chunk = self._gunzip.decompress(chunk, self.limit - self.size + 1)
+            except zlib.error:
+                self.bad_gzip = True
+                self.parts = []
+                return
         self.size += len(chunk)
         if self.size > self.limit:
             self.too_large = True
             self.parts = []
-        elif not self.too_large:
+        else:
             self.parts.append(chunk)
 
     def finish(self) -> None:
-        pass
+        if self._gunzip is not None and not (self.too_large or self.bad_gzip):
+            if not self._gunzip.eof:
+                self.bad_gzip = True
+                self.parts = []
 
     def abort(self) -> None:
         self.parts = []

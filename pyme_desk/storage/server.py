@@ -81,8 +81,9 @@ class DataServerApp:
         try:
             self._authorize(req)
             rel = req.path.lstrip("/")
+            gz = req.header("content-encoding", "").strip().lower() == "gzip"
             if rel.startswith(AGGREGATE_PREFIXES) or rel.startswith("__aggregate"):
-                return MemorySink(MAX_AGGREGATE_BODY)
+                return MemorySink(MAX_AGGREGATE_BODY, gzipped=gz)
             if "MirrorSource" in req.query:
                 return DiscardSink()
             target = self.root.resolve(req.path)
@@ -92,7 +93,6 @@ class DataServerApp:
                 raise HTTPError(405, f"{target.rel} is a directory")
             if os.path.lexists(target.fs):
                 raise HTTPError(405, f"File already exists: {target.rel} (cluster files are write-once)")
-            gz = req.header("content-encoding", "").strip().lower() == "gzip"
             return UploadSink(self.root.temp_dir, gzipped=gz)
         except HTTPError as e:
             return _Deferred(e)
@@ -313,13 +313,13 @@ class DataServerApp:
 
 
 def _body(sink) -> bytes:
-    if isinstance(sink, MemorySink):
-        if sink.too_large:
-            raise HTTPError(413, f"aggregate bodies are limited to {MAX_AGGREGATE_BODY} bytes")
-        data = sink.body()
-    else:
-        data = b""
-    return data
+    if not isinstance(sink, MemorySink):
+        return b""
+    if sink.too_large:
+        raise HTTPError(413, f"aggregate bodies are limited to {MAX_AGGREGATE_BODY} bytes")
+    if sink.bad_gzip:
+        raise HTTPError(400, "the body is not valid gzip (Content-Encoding: gzip)")
+    return sink.body()
 
 
 def _split_container(rel: str, suffixes: tuple[str, ...], allow_bare: bool = False):
