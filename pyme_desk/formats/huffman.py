@@ -299,7 +299,6 @@ def _read_tree(buf: np.ndarray, child: np.ndarray, symbol: np.ndarray) -> tuple[
             parent = stack[depth]
         else:
             parent = node
-    return count, bit_pos  # unreachable
 
 
 @numba.njit(cache=True, nogil=True)
