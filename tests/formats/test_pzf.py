@@ -290,7 +290,7 @@ def test_mutated_blobs_decode_or_raise_pzf_error(position, value, length):
 # -- PYME's C codec (optional) -------------------------------------------------------------
 
 def _bcl():
-    return pytest.importorskip("pymecompress.bcl")
+    return pytest.importorskip("pymecompress.bcl", exc_type=ImportError)
 
 
 def test_pymecompress_decodes_our_payload():
