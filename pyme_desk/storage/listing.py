@@ -66,7 +66,8 @@ def scan_directory(path: Path, is_aggregating=lambda p: False) -> dict[str, list
                     flags, count = directory_flags(e.path)
                     entries[name + "/"] = [flags, count]
                 else:
-                    entries[name] = [file_flags(name, is_aggregating(e.path)), e.stat().st_size]
+                    busy = name.endswith(".h5") and is_aggregating(e.path)
+                    entries[name] = [file_flags(name, busy), e.stat().st_size]
             except OSError:
                 continue  # vanished or unreadable between scandir and stat
     return entries

@@ -129,3 +129,28 @@ def test_refuse_root_in_process(monkeypatch):
         refuse_root("data server")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     refuse_root("data server")
+
+
+def test_sigterm_finishes_the_write_in_flight(data_root, tmp_path):
+    if os.name == "nt":
+        pytest.skip("POSIX signal; Windows uses CTRL_BREAK_EVENT (covered by the handler test)")
+    proc, info = start_server(data_root, tmp_path)
+    body = os.urandom(4_000_000)
+    try:
+        with socket.create_connection(("127.0.0.1", info["port"]), timeout=10) as s:
+            s.sendall(b"PUT /f/inflight.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            s.sendall(body[:1_000_000])
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            s.sendall(body[1_000_000:])
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert (data_root / "f" / "inflight.bin").read_bytes() == body
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
