@@ -16,10 +16,15 @@ from pyme_desk import __version__
 from pyme_desk.config import ConfigError, load_config
 from pyme_desk.errors import UsageError
 
-#: subcommand -> (module, one-line help). The module provides add_arguments() and run().
+#: subcommand -> (module, one-line help). The module provides add_arguments() and run(); it is
+#: imported only when its subcommand is used, so one room's import cost or error stays its own.
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataserver": ("pyme_desk.storage.command", "serve a data root over PYME's data server protocol"),
     "discover": ("pyme_desk.discovery.command", "list the data servers and cluster services found on the network"),
+    "spool": ("pyme_desk.spool.command", "spool TIFF stacks or a watched folder into the cluster as a series"),
+    "simulate": ("pyme_desk.spool.simulate_command", "simulate an SMLM camera and spool its frames into the cluster"),
+    "ruleserver": ("pyme_desk.scheduler.command", "run the rule server that hands out analysis tasks"),
+    "nodeserver": ("pyme_desk.node.command", "run a node server and its worker processes"),
     "config": ("pyme_desk.config_command", "show the merged configuration and where it came from"),
 }
 
@@ -31,7 +36,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; only ``command``'s module is imported to fill in its options."""
     parser = _Parser(prog="pyme-desk", description="pyme-desk: control center for PYME analysis clusters.")
     parser.add_argument("--version", action="version", version=f"pyme-desk {__version__}")
     parser.add_argument("--config", metavar="FILE", action="append",
@@ -39,12 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module_name).add_arguments(p)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
+def _requested_command(argv: Sequence[str]) -> str | None:
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] == "--config":
+            i += 2
+            continue
+        if args[i].startswith("--config="):
+            i += 1
+            continue
+        if not args[i].startswith("-"):
+            return args[i] if args[i] in COMMANDS else None
+        i += 1
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_requested_command(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
