@@ -1,11 +1,4 @@
-"""The one exception a data-server handler raises to answer with a 4xx/5xx JSON error."""
-from __future__ import annotations
+"""Transitional: HTTPError now lives in :mod:`pyme_desk.web.errors` (imports are being moved)."""
+from pyme_desk.web.errors import HTTPError
 
-
-class HTTPError(Exception):
-    """Answer the request with ``status`` and the JSON body ``{"error": reason}``."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+__all__ = ["HTTPError"]

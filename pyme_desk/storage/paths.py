@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 
 #: Our private directory inside the root for in-progress uploads (same file system, so the
 #: final rename is atomic).  Hidden from listings and unreachable over HTTP.

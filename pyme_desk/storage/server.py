@@ -5,7 +5,7 @@ event loop), ``url`` says where, ``stop()`` finishes the requests in flight and 
 The CLI (``pyme-desk dataserver``), the supervisor and the tests all use it the same way.
 
 Requests are answered by :class:`DataServerApp` (routing and semantics) on top of the small
-HTTP core in :mod:`pyme_desk.storage.http`.  Blocking work that may take long (HDF5 appends,
+HTTP core in :mod:`pyme_desk.web.http`.  Blocking work that may take long (HDF5 appends,
 globbing a big tree, fetching a mirror source) runs on a thread pool, never in the loop.
 """
 from __future__ import annotations
@@ -27,14 +27,15 @@ from pyme_desk.discovery.addresses import advertise_address, is_loopback
 from pyme_desk.errors import UsageError
 from pyme_desk.monitor.status import StatusSampler
 from pyme_desk.names import computer_name, dataserver_process_name, service_name
-from pyme_desk.storage.errors import HTTPError
 from pyme_desk.storage.h5r import H5RStore
 from pyme_desk.storage.h5series import H5SeriesStore
-from pyme_desk.storage.http import DiscardSink, HTTPServer, MemorySink, Request, Response
 from pyme_desk.storage.listing import ListingCache
 from pyme_desk.storage.paths import Root, split_components
 from pyme_desk.storage.safe_pickle import decode_records
-from pyme_desk.storage.upload import UploadSink, publish
+from pyme_desk.storage.upload import UploadSink
+from pyme_desk.web.errors import HTTPError
+from pyme_desk.web.http import DiscardSink, MemorySink, Request, Response
+from pyme_desk.web.service import BackgroundServer
 
 log = logging.getLogger(__name__)
 
@@ -392,12 +393,8 @@ class DataServer:
         self.address = "127.0.0.1"
         self.sampler: StatusSampler | None = None
         self._advertiser = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._grace = 10.0
+        self._service = BackgroundServer(lambda: DataServerApp(self), bind, port, name="data server",
+                                         on_started=self._on_started, on_stopped=self._on_stopped)
 
     def _is_aggregating(self, path: str) -> bool:
         return self.h5r.is_open(Path(path)) or self.h5.is_open(Path(path))
@@ -412,26 +409,12 @@ class DataServer:
             raise UsageError(f"the data root {self.root.path} is not writable by this user")
         shutil.rmtree(self.root.temp_dir, ignore_errors=True)  # leftovers of a crash
         self.root.temp_dir.mkdir(exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="dataserver", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise UsageError("the data server did not start in time")
-        if self._startup_error is not None:
-            self._thread.join(5)
-            err = self._startup_error
-            if isinstance(err, OSError):
-                raise UsageError(f"cannot listen on {self.bind}:{self.port}: {err.strerror or err}") from None
-            raise err
+        self.port = self._service.start(timeout)
         return self
 
     def stop(self, grace: float = 10.0) -> None:
         """Finish requests in flight (up to ``grace`` s), flush results files, unregister."""
-        if self._loop is None or self._thread is None:
-            return
-        self._grace = grace
-        if self._stop_event is not None:
-            self._loop.call_soon_threadsafe(self._stop_event.set)
-        self._thread.join(grace + 15)
+        self._service.stop(grace)
 
     def __enter__(self) -> "DataServer":
         return self.start()
@@ -439,62 +422,42 @@ class DataServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as e:  # reported to start() if we never got ready
-            if not self._ready.is_set():
-                self._startup_error = e
-                self._ready.set()
-            else:
-                log.exception("data server stopped with an error")
-        finally:
-            loop.close()
-
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
-        http = HTTPServer(DataServerApp(self), loop)
-        host, self.port = await http.listen(self.bind, self.port)
+    def _on_started(self, port: int) -> None:
         if self.loopback_only:
-            self.address = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+            self.address = "127.0.0.1" if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
         else:
             self.address, warning = advertise_address(self.advertise_address)
             if warning:
                 log.warning(warning)
-        self.url = f"http://{self.address}:{self.port}/"
+        self.url = f"http://{self.address}:{port}/"
         self.sampler = StatusSampler(self.root.path, self.status_interval, identity={
-            "IPAddress": self.address, "BindAddress": [self.bind, self.port], "Port": self.port,
+            "IPAddress": self.address, "BindAddress": [self.bind, port], "Port": port,
             "Protocol": "1.1", "TestMode": False, "ComputerName": computer_name()},
             extra=self._status_extra)
-        await loop.run_in_executor(None, self.sampler.start)
-        try:
-            await loop.run_in_executor(None, self._start_advertising)
-            log.info("serving %s at %s (filter %r)", self.root.path, self.url, self.server_filter)
-            self._ready.set()
-            await self._stop_event.wait()
-        finally:
-            await http.shutdown(self._grace)
-            await loop.run_in_executor(None, self._stop_advertising)
+        self.sampler.start()
+        self._start_advertising(port)
+        log.info("serving %s at %s (filter %r)", self.root.path, self.url, self.server_filter)
+
+    def _on_stopped(self) -> None:
+        self._stop_advertising()
+        if self.sampler is not None:
             self.sampler.stop()
-            await loop.run_in_executor(None, self.h5r.close)
-            await loop.run_in_executor(None, self.h5.close)
-            self.executor.shutdown(wait=True)
+        self.h5r.close()
+        self.h5.close()
+        self.executor.shutdown(wait=True)
 
     def _status_extra(self) -> dict:
         return {"Filter": self.server_filter, "Root": str(self.root.path),
                 "TokenRequired": self.required_token is not None}
 
-    def _start_advertising(self) -> None:
+    def _start_advertising(self, port: int) -> None:
         if self.advertise == "none":
             return
         from pyme_desk.discovery.advertiser import Advertiser
 
         name = service_name(dataserver_process_name(self.server_filter))
         address = self.address if self.advertise == "zeroconf" else "127.0.0.1"
-        self._advertiser = Advertiser(HTTP_PROTOCOL, name, self.port, self.advertise, address)
+        self._advertiser = Advertiser(HTTP_PROTOCOL, name, port, self.advertise, address)
         self._advertiser.start()
 
     def _stop_advertising(self) -> None:

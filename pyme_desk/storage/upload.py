@@ -9,7 +9,7 @@ import uuid
 import zlib
 from pathlib import Path
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 
 
 class UploadSink:

@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 server core on asyncio + httptools, built for moving large files fast.
+"""A small HTTP/1.1 server core on asyncio + httptools, shared by every pyme-desk server.
 
 Why not a framework: measured on this machine kind (../shared/docs/http-servers.md), reading
 request bodies into one reusable 1 MiB buffer (``asyncio.BufferedProtocol``) and sending files
@@ -34,6 +34,8 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 import httptools
+
+from pyme_desk.web.errors import HTTPError
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +358,6 @@ class HTTPConnection(asyncio.BufferedProtocol):
         try:
             resp = await self.app.handle(req, sink)
         except Exception as e:  # never a traceback page: log it, answer JSON
-            from pyme_desk.storage.errors import HTTPError
-
             if isinstance(e, HTTPError):
                 resp = Response.error(e.status, e.reason)
             else:
