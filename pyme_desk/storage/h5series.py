@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import tables
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.hdf5_files import (
     OpenFile, OpenHDF5Files, append_events, event_rows, parse_metadata, read_events,
     read_metadata, write_metadata)

@@ -23,7 +23,7 @@ import numpy as np
 import tables
 from tables.attributeset import issysattrname
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.safe_pickle import loads_restricted
 
 #: serialises every HDF5 call in the process (HDF5 itself is not thread-safe)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 
 _REFUSED = "refused: only numpy arrays may be pickled"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tables
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.h5r import H5RStore
 from pyme_desk.storage.safe_pickle import loads_array
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tables
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.h5series import H5SeriesStore, frame_name
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from pyme_desk.storage.errors import HTTPError
+from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.safe_pickle import decode_records, loads_array, loads_restricted
 
 FIT_DTYPE = np.dtype([("tIndex", "<i4"),
