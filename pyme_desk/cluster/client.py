@@ -42,8 +42,7 @@ from pyme_desk.cluster.listing import (FILETYPE_DIRECTORY, FILETYPE_NORMAL, Entr
 from pyme_desk.cluster.pipeline import put_pipelined
 from pyme_desk.cluster.results import serialise_results
 from pyme_desk.cluster.transport import Transport, response_reason
-from pyme_desk.cluster.uris import (ClusterURI, HttpURI, clean_path, parse_uri, split_path,
-                                    validate_name)
+from pyme_desk.cluster.uris import ClusterURI, HttpURI, parse_uri, split_path, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +172,9 @@ class ClusterClient:
         A directory that no server has lists as empty (as in PYME).
         """
         directory = self._cluster_path(path).rstrip("/")
-        return merge_listings(l for l in self._server_listings(directory).values() if l)
+        cached = self._server_listings(directory)
+        with self._lock:
+            return merge_listings(c.listing for c in cached.values() if c.listing)
 
     def listdir(self, path: str = "") -> list[str]:
         """Sorted names in a directory across all servers; directories end in ``/``."""
@@ -230,21 +231,25 @@ class ClusterClient:
             return Entry(FILETYPE_DIRECTORY, 0)
         parent, name = split_path(path)
         want_dir = path.endswith("/")
+        keys = (name + "/",) if want_dir else (name + "/", name)
         for max_age in (self.listing_cache_s, 0.0) if confirm_miss else (self.listing_cache_s,):
-            merged = merge_listings(l for l in self._server_listings(parent, max_age).values() if l)
-            entry = merged.get(name + "/") or (None if want_dir else merged.get(name))
-            if entry is not None:
-                return entry
+            cached = self._server_listings(parent, max_age)
+            with self._lock:
+                merged = merge_listings({k: c.listing[k] for k in keys if k in c.listing}
+                                        for c in cached.values() if c.listing)
+            for k in keys:
+                if k in merged:
+                    return merged[k]
         return None
 
-    def _server_listings(self, directory: str, max_age: float | None = None) -> dict[str, Listing | None]:
-        """Each server's listing of ``directory`` (None where it has no such directory).
+    def _server_listings(self, directory: str, max_age: float | None = None) -> dict[str, _CachedListing]:
+        """Each server's (cached) listing of ``directory``.
 
         Unreachable or failing servers are logged and left out; if every server fails, the
         first failure is raised.
         """
         max_age = self.listing_cache_s if max_age is None else max_age
-        results = self._fan_out(lambda s: self._server_listing(s, directory, max_age).listing, self.servers())
+        results = self._fan_out(lambda s: self._server_listing(s, directory, max_age), self.servers())
         failures = [r for r in results.values() if isinstance(r, Exception)]
         if failures and len(failures) == len(results):
             raise failures[0]
@@ -254,12 +259,17 @@ class ClusterClient:
         return {s: r for s, r in results.items() if not isinstance(r, Exception)}
 
     def _server_listing(self, server: str, directory: str, max_age: float) -> _CachedListing:
+        """One server's listing, from the cache when younger than ``max_age`` s.
+
+        The returned object is the cached one, which our writes update in place: read its
+        ``listing`` only while holding ``self._lock``.
+        """
         key = (server, directory)
         with self._lock:
             cached = self._listings.get(key)
             if cached is not None and time.monotonic() - cached.fetched_at <= max_age:
                 self._listings.move_to_end(key)
-                return _CachedListing(cached.fetched_at, _copy(cached.listing), cached.latency)
+                return cached
         url = server + (quote(directory, safe="/") + "/" if directory else "")
         started = time.monotonic()
         r = self._transport.get(url)
@@ -279,7 +289,7 @@ class ClusterClient:
             self._listings.move_to_end(key)
             while len(self._listings) > _MAX_CACHED_LISTINGS:
                 self._listings.popitem(last=False)
-        return _CachedListing(started, _copy(listing), latency)
+        return fresh
 
     # -- locating and reading ------------------------------------------------------------------
 
@@ -309,7 +319,8 @@ class ClusterClient:
 
         def has_file(server: str) -> float | None:
             cached = self._server_listing(server, parent, max_age)
-            return cached.latency if cached.listing and name in cached.listing else None
+            with self._lock:
+                return cached.latency if cached.listing and name in cached.listing else None
 
         results = self._fan_out(has_file, self.servers())
         failures = [r for r in results.values() if isinstance(r, Exception)]
@@ -345,14 +356,15 @@ class ClusterClient:
         if not locations:
             raise ClusterFileNotFoundError(
                 f"{path!r} not found on cluster {self.server_filter!r} ({len(self.servers())} server(s) asked)")
-        last_error: ClusterError | None = None
+        errors: list[ClusterError] = []
         for url, _latency in locations:
             try:
                 return self._get_url(url)
             except (ServerUnreachableError, ClusterFileNotFoundError) as e:
-                last_error = e
-        assert last_error is not None
-        raise last_error
+                errors.append(e)
+        with self._lock:  # the remembered locations failed: look afresh next time
+            self._locations.pop(_container(path.rstrip("/")), None)
+        raise errors[-1]
 
     def _get_url(self, url: str) -> bytes:
         r = self._transport.get(url)
@@ -476,8 +488,11 @@ class ClusterClient:
             by_parent.setdefault(parent, []).append(name)
         taken = []
         for parent, names in by_parent.items():
-            merged = merge_listings(l for l in self._server_listings(parent).values() if l)
-            taken += [f"{parent}/{n}" if parent else n for n in names if n in merged or n + "/" in merged]
+            listings = self._server_listings(parent).values()
+            with self._lock:
+                held = [c.listing for c in listings if c.listing]
+                taken += [f"{parent}/{n}" if parent else n for n in names
+                          if any(n in l or n + "/" in l for l in held)]
         if taken:
             raise ClusterFileExistsError(
                 f"already on cluster {self.server_filter!r} (files are write-once): {', '.join(taken[:5])}"
@@ -670,10 +685,6 @@ def _container(path: str) -> str:
         if part.endswith(CONTAINER_SUFFIXES):
             return "/".join(parts[: i + 1])
     return path
-
-
-def _copy(listing: Listing | None) -> Listing | None:
-    return None if listing is None else dict(listing)
 
 
 def _status_copy(doc: dict) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import requests
 
-from pyme_desk.cluster import (ClusterError, ClusterFileExistsError, ClusterFileNotFoundError,
+from pyme_desk.cluster import (ClusterClient, ClusterError, ClusterFileExistsError, ClusterFileNotFoundError,
                                InsufficientSpaceError, InvalidNameError, PutFilesError, ServerError)
 from pyme_desk.cluster.listing import Entry
 
@@ -131,13 +131,16 @@ def test_put_files_refuses_names_already_on_the_cluster_before_sending(cluster, 
     assert cluster.holders("pre/new.txt") == []
 
 
-def test_writes_move_on_when_a_server_dies(cluster, client):
-    assert all(s["Responsive"] for s in client.get_status())  # status cached as all-alive
-    cluster.stop(0)  # the server the round robin picks first
-    url = client.put_file("retry/one.txt", b"1")
-    assert url.startswith(cluster.urls[1]) and cluster.holders("retry/one.txt") == [1]
-    urls = client.put_files([("retry/a.txt", b"a"), ("retry/b.txt", b"b")])
-    assert all(u.startswith(cluster.urls[2]) for u in urls)
+def test_writes_move_on_when_a_server_dies(cluster):
+    with cluster.client() as single, cluster.client() as bulk:
+        for c in (single, bulk):
+            assert all(s["Responsive"] for s in c.get_status())  # status cached as all-alive
+        cluster.stop(0)  # the server the round robin picks first
+        url = single.put_file("retry/one.txt", b"1")
+        assert url.startswith(cluster.urls[1]) and cluster.holders("retry/one.txt") == [1]
+        urls = bulk.put_files([("retry/a.txt", b"a"), ("retry/b.txt", b"b")])
+        assert all(u.startswith(cluster.urls[1]) for u in urls)
+        assert cluster.holders("retry/a.txt") == [1] and cluster.holders("retry/b.txt") == [1]
 
 
 def test_glob_is_the_union_over_servers(cluster, client):
@@ -155,8 +158,7 @@ def test_status_of_every_server_and_an_unreachable_one(cluster, closed_port_url)
         assert [s["Responsive"] for s in status] == [True, True, True]
         assert [f"http://{s['IPAddress']}:{s['Port']}/" for s in status] == cluster.urls
         assert all(s["Disk"]["free"] > 0 and s["Cluster"] == "test" for s in status)
-    with cluster.client() as client:
-        client._explicit.append(closed_port_url)
+    with ClusterClient(cluster.urls + [closed_port_url], server_filter="test", token="") as client:
         started = time.monotonic()
         status = client.get_status()
         assert time.monotonic() - started < 1.0
