@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from pyme_desk.web.errors import HTTPError
 #: final rename is atomic).  Hidden from listings and unreachable over HTTP.
 TEMP_DIR_NAME = ".pyme-desk-tmp"
 PRIVATE_PREFIX = ".pyme-desk"
+
+#: how long (s) a directory's "inside the root" verdict is trusted
+DIR_CHECK_TTL = 2.0
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -64,6 +69,8 @@ class Root:
         self.path = Path(root).resolve()
         self.real = os.path.realpath(self.path)
         self.temp_dir = self.path / TEMP_DIR_NAME
+        self._real_prefix = self.real.rstrip(os.sep) + os.sep
+        self._dirs_inside: dict[str, float] = {}  # directory -> verified-inside until (monotonic)
 
     def resolve(self, url_path: str) -> DataPath:
         parts = split_components(url_path)
@@ -73,12 +80,38 @@ class Root:
         return DataPath(rel, fs, url_path.endswith("/") and bool(parts) or url_path == "/")
 
     def check_inside(self, fs: Path) -> None:
-        """403 when the deepest existing ancestor of ``fs`` resolves outside the root."""
+        """403 when the deepest existing ancestor of ``fs`` resolves outside the root.
+
+        Symlinks are followed: a link inside the root that points out of it is refused.  The
+        verdict for a directory is remembered for ``DIR_CHECK_TTL`` seconds, so a request
+        costs one ``lstat`` instead of one per path component.
+        """
         probe = fs
-        while not os.path.lexists(probe) and probe != self.path:
-            probe = probe.parent
-        real = os.path.realpath(probe)
-        if real != self.real and not real.startswith(self.real.rstrip(os.sep) + os.sep):
+        while True:
+            try:
+                st = os.lstat(probe)
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                if probe == self.path:
+                    return
+                probe = probe.parent
+        if stat.S_ISLNK(st.st_mode):
+            self._check_real(os.path.realpath(probe))
+        elif probe != self.path:
+            self._check_dir(probe if stat.S_ISDIR(st.st_mode) else probe.parent)
+
+    def _check_dir(self, directory: Path) -> None:
+        key = os.fspath(directory)
+        now = time.monotonic()
+        if self._dirs_inside.get(key, 0.0) > now:
+            return
+        self._check_real(os.path.realpath(key))
+        if len(self._dirs_inside) > 10_000:
+            self._dirs_inside.clear()
+        self._dirs_inside[key] = now + DIR_CHECK_TTL
+
+    def _check_real(self, real: str) -> None:
+        if real != self.real and not real.startswith(self._real_prefix):
             raise HTTPError(403, "the path leads outside the data root")
 
     def relative(self, fs: Path) -> str:

@@ -17,9 +17,9 @@ import logging
 import mimetypes
 import os
 import shutil
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import quote
 
@@ -34,7 +34,7 @@ from pyme_desk.storage.paths import Root, split_components
 from pyme_desk.storage.safe_pickle import decode_records
 from pyme_desk.storage.upload import UploadSink
 from pyme_desk.web.errors import HTTPError
-from pyme_desk.web.http import DiscardSink, MemorySink, Request, Response
+from pyme_desk.web.http import DiscardSink, MemorySink, Request, Response, content_type, http_date
 from pyme_desk.web.service import BackgroundServer
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ HTTP_PROTOCOL = "_pyme-http"
 MAX_AGGREGATE_BODY = 512 * 1024 * 1024
 MIRROR_TIMEOUT = (5.0, 60.0)  # connect, read (s): PYME's 0.1 s makes mirroring fail
 AGGREGATE_PREFIXES = ("__aggregate_h5r/", "__aggregate_h5/", "__aggregate_txt/")
+#: files up to this size are read and sent in one write; bigger ones go out with sendfile
+SMALL_FILE = 256 * 1024
 
 
 class _Deferred:
@@ -131,17 +133,53 @@ class DataServerApp:
             raise HTTPError(405, "aggregate endpoints take PUT")
         target = self.root.resolve(req.path)
         fs = target.fs
-        if fs.is_dir():
-            if not target.trailing_slash:
-                location = "/" + quote(target.rel) + "/"
-                return Response(301, headers=[("Location", location)])
-            try:
-                body = self.listings.listing(fs)
-            except PermissionError:
-                raise HTTPError(403, f"no permission to list {target.rel or '/'}") from None
-            except OSError as e:
-                raise HTTPError(404, f"cannot list {target.rel or '/'}: {e.strerror}") from None
-            return Response(200, body, "application/json")
+        try:
+            fd = os.open(fs, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            return await self._get_container_part(req, target)
+        except (IsADirectoryError, PermissionError):
+            if fs.is_dir():  # Windows cannot open a directory as a file
+                return await self._get_directory(target)
+            raise HTTPError(403, f"no permission to read {target.rel}") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                fd = -1
+                return await self._get_directory(target)
+            if target.trailing_slash:  # "<series>.h5/": a packed series listed as a folder
+                os.close(fd)
+                fd = -1
+                return await self._get_container_part(req, target)
+            headers = [("Last-Modified", http_date(st.st_mtime))]
+            ctype = content_type(fs.name)
+            if st.st_size <= SMALL_FILE:  # one read, one write: no sendfile round trips
+                with os.fdopen(fd, "rb", buffering=0) as f:
+                    fd = -1
+                    body = f.read(st.st_size + 1)
+                return Response(200, body, ctype, headers=headers)
+            f = os.fdopen(fd, "rb", buffering=0)
+            fd = -1
+            return Response(200, content_type=ctype, file=f, file_size=st.st_size, headers=headers)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    async def _get_directory(self, target) -> Response:
+        if not target.trailing_slash:
+            return Response(301, headers=[("Location", "/" + quote(target.rel) + "/")])
+        try:
+            body = self.listings.cached(target.fs)
+            if body is None:  # a cold scan of a big directory must not stall other clients
+                body = await self._offload(self.listings.scan, target.fs)
+        except PermissionError:
+            raise HTTPError(403, f"no permission to list {target.rel or '/'}") from None
+        except OSError as e:
+            raise HTTPError(404, f"cannot list {target.rel or '/'}: {e.strerror}") from None
+        return Response(200, body, "application/json")
+
+    async def _get_container_part(self, req: Request, target) -> Response:
+        """``<series>.h5/<part>`` and ``<results>.h5r/<table>`` read-back (§2.3, §6.3)."""
         series_part = _split_container(target.rel, (".h5",), allow_bare=target.trailing_slash)
         if series_part is not None:
             container, part = series_part
@@ -156,15 +194,7 @@ class DataServerApp:
             ctype, body = await self._offload(self.h5r.read_part, self.root.path / container, part,
                                               dict(req.query))
             return Response(200, body, ctype)
-        try:
-            st = fs.stat()
-        except FileNotFoundError:
-            raise HTTPError(404, f"not found: {target.rel}") from None
-        except OSError as e:
-            raise HTTPError(403, f"cannot read {target.rel}: {e.strerror}") from None
-        ctype = mimetypes.guess_type(fs.name)[0] or "application/octet-stream"
-        return Response(200, content_type=ctype, file=fs, file_size=st.st_size,
-                        headers=[("Last-Modified", formatdate(st.st_mtime, usegmt=True))])
+        raise HTTPError(404, f"not found: {target.rel}")
 
     async def _put(self, req: Request, sink) -> Response:
         rel = req.path.lstrip("/")

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
+import mimetypes
 import os
 import socket
 import time
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -139,7 +141,7 @@ class Response:
     body: bytes = b""
     content_type: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
-    file: Path | None = None  # send this file (offset 0, ``file_size`` bytes) instead of body
+    file: BinaryIO | None = None  # send this open file (``file_size`` bytes), then close it
     file_size: int = 0
     head_only: bool = False  # HEAD: headers as for GET, no body
 
@@ -150,6 +152,30 @@ class Response:
     @classmethod
     def error(cls, status: int, reason: str) -> "Response":
         return cls(status, json.dumps({"error": reason}).encode(), "application/json")
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """An RFC 7231 date; the current one is formatted at most once a second."""
+    global _date_cache
+    if timestamp is not None:
+        return formatdate(timestamp, usegmt=True)
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _type_for_suffix(suffix: str) -> str:
+    return mimetypes.guess_type("x" + suffix)[0] or "application/octet-stream"
+
+
+def content_type(name: str) -> str:
+    """The Content-Type for a file name, by its extension."""
+    return _type_for_suffix(os.path.splitext(name)[1].lower())
 
 
 def _decode_path(raw_path: bytes) -> tuple[str, str | None]:
@@ -380,7 +406,7 @@ class HTTPConnection(asyncio.BufferedProtocol):
         except ValueError:
             phrase = "Unknown"
         lines = [f"HTTP/1.1 {resp.status} {phrase}", f"Content-Length: {length}",
-                 f"Date: {formatdate(usegmt=True)}", "Server: pyme-desk"]
+                 f"Date: {http_date()}", "Server: pyme-desk"]
         if resp.content_type:
             lines.append(f"Content-Type: {resp.content_type}")
         lines.extend(f"{k}: {v}" for k, v in resp.headers)
@@ -388,6 +414,8 @@ class HTTPConnection(asyncio.BufferedProtocol):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if resp.head_only or req.method == "HEAD":
             self.transport.write(head)
+            if resp.file is not None:
+                resp.file.close()
         elif resp.file is None:
             self.transport.write(head + resp.body if len(resp.body) < 65536 else head)
             if len(resp.body) >= 65536:
@@ -397,13 +425,14 @@ class HTTPConnection(asyncio.BufferedProtocol):
             await self._send_file(resp.file, resp.file_size)
         await self.can_write.wait()
 
-    async def _send_file(self, path: Path, size: int) -> None:
+    async def _send_file(self, f: BinaryIO, size: int) -> None:
         try:
-            with open(path, "rb") as f:
-                await self.loop.sendfile(self.transport, f, 0, size)
+            await self.loop.sendfile(self.transport, f, 0, size)
         except (ConnectionError, OSError) as e:
-            log.info("sending %s to %s stopped: %s", path, self.peer, e)
+            log.info("sending %s to %s stopped: %s", getattr(f, "name", "a file"), self.peer, e)
             self._close()
+        finally:
+            f.close()
 
     def _close(self) -> None:
         self.closing = True
