@@ -25,7 +25,7 @@ import tables
 
 from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.hdf5_files import (
-    RESULTS_FILTERS, OpenHDF5Files, append_events, event_rows, parse_metadata, read_metadata,
+    RESULTS_FILTERS, HDF5Store, append_events, event_rows, parse_metadata, read_metadata,
     write_metadata)
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,16 +41,13 @@ CSV_TYPE = "text/csv"
 BINARY_TYPE = "application/octet-stream"
 
 
-class H5RStore:
+class H5RStore(HDF5Store):
     """Appends to and reads from .h5r/.hdf results files; one instance per server process.
 
     Thread-safe: every method may be called from any request thread.  Pass ``files`` to share
     one open-file cache with the .h5 series store.
     """
 
-    def __init__(self, flush_interval: float = 1.0, keep_open: float = 20.0,
-                 files: OpenHDF5Files | None = None):
-        self._files = files or OpenHDF5Files(flush_interval, keep_open)
 
     def append_records(self, path: Path, table: str, records: np.ndarray) -> None:
         """Append a structured array to ``/<table>``, creating file and table on first use.
@@ -89,17 +86,8 @@ class H5RStore:
         with self._files.use(path, write=True) as opened:
             append_events(opened.h5, rows)
 
-    def is_open(self, path: Path) -> bool:
-        """True while the file is held open for appending (listings may flag it as growing)."""
-        return self._files.is_writing(path)
 
-    def flush(self, path: Path | None = None) -> None:
-        """Write buffered data of one file, or of all open files, to disk now."""
-        self._files.flush(path)
 
-    def close(self) -> None:
-        """Flush and close every file (server shutdown); the store may still be used later."""
-        self._files.close()
 
     def read_part(self, path: Path, part: str, query: dict[str, str]) -> tuple[str, bytes]:
         """Answer ``GET /<file>.h5r/<part>[.<fmt>][?from=i&to=j]`` with (content type, body).

@@ -23,7 +23,7 @@ import tables
 
 from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.hdf5_files import (
-    OpenFile, OpenHDF5Files, append_events, event_rows, parse_metadata, read_events,
+    HDF5Store, OpenFile, append_events, event_rows, parse_metadata, read_events,
     read_metadata, write_metadata)
 
 _FRAME = re.compile(r"^frame(\d{5,})\.pzf$")
@@ -41,12 +41,9 @@ def frame_name(frame: int) -> str:
     return f"frame{frame:05d}.pzf"
 
 
-class H5SeriesStore:
+class H5SeriesStore(HDF5Store):
     """Appends series parts into .h5 files and reads them back; thread-safe, one per process."""
 
-    def __init__(self, flush_interval: float = 1.0, keep_open: float = 20.0,
-                 files: OpenHDF5Files | None = None):
-        self._files = files or OpenHDF5Files(flush_interval, keep_open)
 
     def append(self, path: Path, part: str, body: bytes) -> None:
         """Store one part: metadata (JSON object), events (JSON list) or a PZF frame.
@@ -101,17 +98,8 @@ class H5SeriesStore:
         except HTTPError:
             return False
 
-    def is_open(self, path: Path) -> bool:
-        """True while the file is held open for appending."""
-        return self._files.is_writing(path)
 
-    def flush(self, path: Path | None = None) -> None:
-        """Write buffered data of one file, or of all open files, to disk now."""
-        self._files.flush(path)
 
-    def close(self) -> None:
-        """Flush and close every file (server shutdown); the store may still be used later."""
-        self._files.close()
 
 
 def _json_body(body: bytes, part: str) -> Any:

@@ -157,6 +157,26 @@ class OpenHDF5Files:
                     return
 
 
+class HDF5Store:
+    """What the results and series stores share: an open-file cache and its lifecycle."""
+
+    def __init__(self, flush_interval: float = 1.0, keep_open: float = 20.0,
+                 files: "OpenHDF5Files | None" = None):
+        self._files = files or OpenHDF5Files(flush_interval, keep_open)
+
+    def is_open(self, path: Path) -> bool:
+        """True while the file is held open for appending (listings may flag it as growing)."""
+        return self._files.is_writing(path)
+
+    def flush(self, path: Path | None = None) -> None:
+        """Write buffered data of one file, or of all open files, to disk now."""
+        self._files.flush(path)
+
+    def close(self) -> None:
+        """Flush and close every file (server shutdown); the store may still be used later."""
+        self._files.close()
+
+
 def _open_h5(path: Path, write: bool) -> tables.File:
     if path.is_dir():
         raise HTTPError(400, f"{path.name} is a directory, not an HDF5 file")

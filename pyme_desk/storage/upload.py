@@ -47,19 +47,13 @@ class UploadSink:
         self._file.close()
 
     def abort(self) -> None:
+        """Throw the upload away (connection lost, request refused)."""
         self._file.close()
-        try:
-            self.temp.unlink()
-        except FileNotFoundError:
-            pass
+        self.temp.unlink(missing_ok=True)
 
     def _fail(self, error: HTTPError) -> None:
         self.error = error
-        self._file.close()
-        try:
-            self.temp.unlink()
-        except FileNotFoundError:
-            pass
+        self.abort()
 
     def commit(self, final: Path) -> bool:
         """Move the finished upload to ``final``; False (and nothing changed) if it exists."""
@@ -89,7 +83,4 @@ def publish(temp: Path, final: Path) -> bool:
     except FileExistsError:
         return False
     finally:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+        Path(temp).unlink(missing_ok=True)
