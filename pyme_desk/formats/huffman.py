@@ -146,6 +146,15 @@ def _tree_bits(codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.array(bits, dtype=np.uint8)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _store_word(out: np.ndarray, pos: int, word) -> None:
+    """Write the low 32 bits of ``word`` big-endian (MSB-first bit order) at ``out[pos:pos+4]``."""
+    out[pos] = np.uint8((word >> np.uint64(24)) & np.uint64(0xFF))
+    out[pos + 1] = np.uint8((word >> np.uint64(16)) & np.uint64(0xFF))
+    out[pos + 2] = np.uint8((word >> np.uint64(8)) & np.uint64(0xFF))
+    out[pos + 3] = np.uint8(word & np.uint64(0xFF))
+
+
 @numba.njit(cache=True, nogil=True)
 def _pack(data: np.ndarray, codes: np.ndarray, lengths: np.ndarray, head: np.ndarray,
           out: np.ndarray) -> int:
@@ -171,10 +180,7 @@ def _pack(data: np.ndarray, codes: np.ndarray, lengths: np.ndarray, head: np.nda
         if nbits >= 32:
             nbits -= 32
             word = acc >> np.uint64(nbits)
-            out[pos] = np.uint8((word >> np.uint64(24)) & np.uint64(0xFF))
-            out[pos + 1] = np.uint8((word >> np.uint64(16)) & np.uint64(0xFF))
-            out[pos + 2] = np.uint8((word >> np.uint64(8)) & np.uint64(0xFF))
-            out[pos + 3] = np.uint8(word & np.uint64(0xFF))
+            _store_word(out, pos, word)
             pos += 4
     n = data.size
     i = 0
@@ -187,10 +193,7 @@ def _pack(data: np.ndarray, codes: np.ndarray, lengths: np.ndarray, head: np.nda
             if nbits >= 32:
                 nbits -= 32
                 word = acc >> np.uint64(nbits)
-                out[pos] = np.uint8((word >> np.uint64(24)) & np.uint64(0xFF))
-                out[pos + 1] = np.uint8((word >> np.uint64(16)) & np.uint64(0xFF))
-                out[pos + 2] = np.uint8((word >> np.uint64(8)) & np.uint64(0xFF))
-                out[pos + 3] = np.uint8(word & np.uint64(0xFF))
+                _store_word(out, pos, word)
                 pos += 4
             i += 2
     while i < n:
@@ -200,10 +203,7 @@ def _pack(data: np.ndarray, codes: np.ndarray, lengths: np.ndarray, head: np.nda
         if nbits >= 32:
             nbits -= 32
             word = acc >> np.uint64(nbits)
-            out[pos] = np.uint8((word >> np.uint64(24)) & np.uint64(0xFF))
-            out[pos + 1] = np.uint8((word >> np.uint64(16)) & np.uint64(0xFF))
-            out[pos + 2] = np.uint8((word >> np.uint64(8)) & np.uint64(0xFF))
-            out[pos + 3] = np.uint8(word & np.uint64(0xFF))
+            _store_word(out, pos, word)
             pos += 4
         i += 1
     while nbits > 0:  # final partial word, zero-padded on the right
