@@ -294,7 +294,7 @@ class Spooler:
             self._state = "finishing"
             self._cond.notify_all()
             confirmed = self._cond.wait_for(lambda: self._outstanding == 0, timeout)
-            failures = tuple(self._failures)
+            failures = tuple(sorted(self._failures))
             outstanding = self._outstanding
         if not confirmed or failures:
             self.abort()
@@ -309,7 +309,9 @@ class Spooler:
                  "imageID": self.image_id}
         final.setdefault("EndTime", end)
         try:
-            self._put_now("final_metadata.json", metadata_json(final))
+            # An .h5 series has one metadata set: the final one updates it (protocol.md §4.4).
+            self._put_now("metadata.json" if self.aggregate_h5 else "final_metadata.json",
+                          metadata_json(final))
             with self._cond:
                 events = list(self._events)
             self._put_now("events.json", json.dumps(events).encode("utf-8"))
@@ -400,7 +402,8 @@ class Spooler:
                 aborted = self._state == "aborted"
             live = [u for u in self._servers if self._streams[u].alive]
             if aborted or not live:
-                why = "spooling aborted" if aborted else "no data server left"
+                why = "spooling aborted" if aborted else "no data server left (" + "; ".join(
+                    f"{u}: {self._streams[u].dead_reason}" for u in self._servers) + ")"
                 self._frame_failed(job, f"{item.path}: {why}")
                 return
             start = self._home(job.index, live)
