@@ -93,3 +93,408 @@ Task time-out: a task assigned for longer than the task time-out (``--task-timeo
     "tasksAssigned", "tasksCompleted", "tasksFailed"}]}``.
 """
 from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import json
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pyme_desk import __version__
+from pyme_desk.discovery.addresses import advertise_address, is_loopback
+from pyme_desk.errors import UsageError
+from pyme_desk.names import service_name
+from pyme_desk.scheduler.journal import Journal, JournalError, JournalWriter
+from pyme_desk.scheduler.rules import (COST_THRESHOLD, DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, Bid, Node,
+                                       RuleBook, SchedulerError, lowest_costs, parse_bids, parse_handins)
+from pyme_desk.web.errors import HTTPError
+from pyme_desk.web.http import Request, Response
+from pyme_desk.web.jsonapi import GZIP_MIN, JSONApp, blocking, json_body, param
+from pyme_desk.web.service import BackgroundServer
+
+log = logging.getLogger(__name__)
+
+TASKDIST_PROTOCOL = "_pyme-taskdist"
+PROCESS_NAME = "PYMERuleServer"
+#: how long /queue_info_longpoll waits before answering (s)
+LONGPOLL_WAIT = 0.5
+
+
+def _count(text: str) -> int:
+    """An integer query value; PYME clients may write ``1e6`` or ``100.0``."""
+    value = float(text)
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(text)
+    return int(value)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(text)
+    return value
+
+
+class _CachedJSON:
+    """One JSON document, encoded once per change and served plain or gzipped."""
+
+    def __init__(self) -> None:
+        self.key: Any = object()
+        self.built = -math.inf
+        self.data = b""
+        self.gzipped: bytes | None = None
+
+    def set(self, key: Any, obj: Any, now: float) -> None:
+        self.key, self.built = key, now
+        self.data = json.dumps(obj, separators=(",", ":")).encode()
+        self.gzipped = None
+
+    def response(self, request: Request) -> Response:
+        if len(self.data) >= GZIP_MIN and "gzip" in request.header("accept-encoding", ""):
+            if self.gzipped is None:
+                self.gzipped = gzip.compress(self.data, 1)
+            return Response(200, self.gzipped, "application/json", headers=[("Content-Encoding", "gzip")])
+        return Response(200, self.data, "application/json")
+
+
+class Auction:
+    """Collects the bids that arrive within ``wait`` s of the first, then awards them together.
+
+    Runs in the server's event loop: a bidder awaits its result while other requests are served.
+    """
+
+    def __init__(self, book: RuleBook, wait: float) -> None:
+        self.book = book
+        self.wait = wait
+        self.entries: list[tuple[Node, list[Bid], asyncio.Future]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def bid(self, node: Node, bids: list[Bid]) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.entries.append((node, bids, future))
+        if self.timer is None:
+            self.timer = loop.call_later(self.wait, self._close)
+        return await future
+
+    def _close(self) -> None:
+        entries, self.entries, self.timer = self.entries, [], None
+        mins = lowest_costs([bids for _, bids, _ in entries])
+        for (node, bids, future), min_costs in zip(entries, mins):
+            if future.done():
+                continue
+            try:
+                future.set_result(self.book.award(node, bids, min_costs=min_costs))
+            except Exception as e:  # reaches the bidder's request as its error
+                future.set_exception(e)
+
+
+def _api(fn):
+    """Turn the rule book's refusals into JSON 4xx answers."""
+    if asyncio.iscoroutinefunction(fn):
+        async def wrapped(request, body):
+            try:
+                return await fn(request, body)
+            except SchedulerError as e:
+                raise HTTPError(e.status, e.reason) from None
+    else:
+        def wrapped(request, body):
+            try:
+                return fn(request, body)
+            except SchedulerError as e:
+                raise HTTPError(e.status, e.reason) from None
+    wrapped.__name__ = fn.__name__
+    if getattr(fn, "__pyme_blocking__", False):
+        wrapped = blocking(wrapped)
+    return wrapped
+
+
+class RuleServerApp:
+    """The endpoints; see the module docstring.  Handlers are quick and run in the event loop,
+    except where they wait for the journal."""
+
+    def __init__(self, server: "RuleServer") -> None:
+        self.server = server
+        self.book = server.book
+        self.auction = Auction(self.book, server.auction_wait)
+        self.adverts = _CachedJSON()
+        self.queues = _CachedJSON()
+        routes = {
+            "add_integer_id_rule": self.add_integer_id_rule,
+            "release_rule_tasks": self.release_rule_tasks,
+            "mark_release_complete": self.mark_release_complete,
+            "inactivate_rule": self.inactivate_rule,
+            "task_advertisements": self.task_advertisements,
+            "bid_on_tasks": self.bid_on_tasks,
+            "handin": self.handin,
+            "distributor/queues": self.distributor_queues,
+            "queue_info_longpoll": self.queue_info_longpoll,
+            "node_heartbeat": self.node_heartbeat,
+            "status": self.status,
+            "": self.index,
+        }
+        self.app = JSONApp({path: _api(fn) for path, fn in routes.items()}, server.executor)
+
+    # the HTTP core's application interface
+    def begin(self, request: Request):
+        return self.app.begin(request)
+
+    async def handle(self, request: Request, sink) -> Response:
+        return await self.app.handle(request, sink)
+
+    def _node(self, request: Request, node_id: str | None = None, *, polled: bool = False) -> Node:
+        node_id = request.query.get("nodeID") or node_id
+        address = request.peer.rsplit(":", 1)[0]
+        return self.book.node(node_id, address, polled=polled)
+
+    # -- rules ---------------------------------------------------------------------------
+    @blocking
+    def add_integer_id_rule(self, request: Request, body: bytes) -> dict:
+        spec = json_body(body)
+        if not isinstance(spec, dict):
+            raise HTTPError(400, "the rule body must be a JSON object with a template")
+        release = None
+        if "release_start" in request.query or "release_end" in request.query:
+            release = (param(request, "release_start", _count), param(request, "release_end", _count))
+        rule_id = self.book.add_rule(
+            spec.get("template"), max_tasks=param(request, "max_tasks", _count, DEFAULT_MAX_TASKS),
+            rule_timeout=param(request, "timeout", _positive, DEFAULT_RULE_TIMEOUT),
+            rule_id=request.query.get("ruleID") or None, inputs_by_task=spec.get("inputsByTask"),
+            on_completion=spec.get("on_completion"), release=release)
+        log.info("new rule %s (max_tasks %s)", rule_id, request.query.get("max_tasks", DEFAULT_MAX_TASKS))
+        self.server.sync_journal()
+        return {"ok": "True", "ruleID": rule_id}
+
+    def release_rule_tasks(self, request: Request, body: bytes) -> dict:
+        self.book.release(param(request, "ruleID"), param(request, "release_start", _count),
+                          param(request, "release_end", _count))
+        return {"ok": "True"}
+
+    def mark_release_complete(self, request: Request, body: bytes) -> dict:
+        self.book.mark_release_complete(param(request, "ruleID"), param(request, "n_tasks", _count, None))
+        return {"ok": "True"}
+
+    def inactivate_rule(self, request: Request, body: bytes) -> dict:
+        rule_id = param(request, "ruleID")
+        self.book.inactivate(rule_id)
+        log.info("rule %s inactivated", rule_id)
+        return {"ok": "True"}
+
+    # -- bidding -------------------------------------------------------------------------
+    def task_advertisements(self, request: Request, body: bytes) -> Response:
+        self._node(request, polled=True)
+        now = time.monotonic()
+        cache = self.adverts
+        if cache.key != self.book.version and now - cache.built >= self.server.advert_interval:
+            version = self.book.version  # read first: a change while building forces a rebuild
+            cache.set(version, self.book.advertisements(), now)
+        return cache.response(request)
+
+    async def bid_on_tasks(self, request: Request, body: bytes) -> list[dict]:
+        bids = parse_bids(json_body(body))
+        node = self._node(request, next((b.node_id for b in bids if b.node_id), None), polled=True)
+        if all(bool((b.costs < COST_THRESHOLD).all()) for b in bids):
+            return self.book.award(node, bids)
+        return await self.auction.bid(node, bids)
+
+    def handin(self, request: Request, body: bytes) -> dict:
+        handins = parse_handins(json_body(body))
+        unknown = self.book.handin(self._node(request), handins)
+        if unknown:
+            return {"ok": "False", "error": f"unknown rules: {sorted(set(unknown))}"}
+        return {"ok": "True"}
+
+    def node_heartbeat(self, request: Request, body: bytes) -> dict:
+        node = self.book.heartbeat(param(request, "nodeID"), request.peer.rsplit(":", 1)[0])
+        return {"ok": True, "nodeID": node.name, "heartbeatInterval": self.server.heartbeat_interval,
+                "leaseTimeout": self.book.node_timeout, "tasksAssigned": node.assigned}
+
+    # -- progress ------------------------------------------------------------------------
+    def distributor_queues(self, request: Request, body: bytes) -> Response:
+        cache = self.queues
+        key = self.book.changes
+        if cache.key != key:
+            cache.set(key, {"ok": True, "result": self.book.queue_info()}, time.monotonic())
+        return cache.response(request)
+
+    async def queue_info_longpoll(self, request: Request, body: bytes) -> Response:
+        await asyncio.sleep(LONGPOLL_WAIT)
+        return self.distributor_queues(request, body)
+
+    def status(self, request: Request, body: bytes) -> dict:
+        return {"ok": True, "server": self.server.describe(), **self.book.status()}
+
+    def index(self, request: Request, body: bytes):
+        if "text/html" not in request.header("accept", ""):
+            return self.status(request, body)
+        return Response(200, render_status_page(self.server.describe(), self.book.status()).encode(),
+                        "text/html; charset=utf-8")
+
+
+def render_status_page(server: dict, status: dict) -> str:
+    """A plain HTML page of rules and nodes (refreshes itself every 2 s)."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(r['ruleID'])}</td><td>{r['tasksPosted']}</td><td>{r['tasksRunning']}</td>"
+        f"<td>{r['tasksCompleted']}</td><td>{r['tasksFailed']}</td><td>{r['tasksTimedOut']}</td>"
+        f"<td>{'yes' if r['active'] else 'no'}</td><td>{'yes' if r['finished'] else 'no'}</td></tr>"
+        for r in status["rules"])
+    nodes = "".join(
+        f"<tr><td>{e(n['nodeID'])}</td><td>{e(n['address'])}</td><td>{'yes' if n['alive'] else 'no'}</td>"
+        f"<td>{n['lastSeen']:.1f} s</td><td>{n['tasksAssigned']}</td><td>{n['tasksCompleted']}</td>"
+        f"<td>{n['tasksFailed']}</td></tr>" for n in status["nodes"])
+    rates = status["rates"]
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
+        f"<title>PYME rule server</title></head><body><h1>Rule server {e(server['name'])}</h1>"
+        f"<p>{rates['completed']:.0f} tasks/s completed, {rates['failed']:.1f} failed/s, "
+        f"up {server['uptime']:.0f} s</p>"
+        "<h2>Rules</h2><table border='1'><tr><th>rule</th><th>posted</th><th>running</th><th>completed</th>"
+        f"<th>failed</th><th>timed out</th><th>active</th><th>finished</th></tr>{rows}</table>"
+        "<h2>Nodes</h2><table border='1'><tr><th>node</th><th>address</th><th>alive</th><th>last seen</th>"
+        f"<th>assigned</th><th>completed</th><th>failed</th></tr>{nodes}</table></body></html>")
+
+
+class RuleServer:
+    """A rule server; see the module docstring.
+
+    ``journal``: sqlite file that keeps rules across restarts (None: in memory only).
+    ``task_timeout``: seconds a task may stay assigned; ``retries``: re-queues before FAILED;
+    ``node_timeout``: a heart-beating node silent this long loses its tasks;
+    ``sweep_interval``: how often leases and rule expiry are checked.
+    """
+
+    def __init__(self, *, port: int = 0, bind: str = "127.0.0.1", journal: Path | None = None,
+                 task_timeout: float = 600.0, retries: int = 1, node_timeout: float = 6.0,
+                 heartbeat_interval: float = 1.0, sweep_interval: float = 1.0, auction_wait: float = 0.2,
+                 advert_interval: float = 0.25, bidder_window: float = 3.0, journal_interval: float = 0.2,
+                 advertise: str = "none", advertise_address: str | None = None) -> None:
+        if advertise not in ("zeroconf", "local", "none"):
+            raise UsageError(f"unknown --advertise mode {advertise!r}: use zeroconf, local or none")
+        if advertise == "zeroconf" and is_loopback(bind):
+            raise UsageError("zeroconf advertisement needs a network bind address "
+                             "(--bind 0.0.0.0 or an interface IP); use --advertise local for 127.0.0.1")
+        if not task_timeout > 0 or not node_timeout > 0 or retries < 0:
+            raise UsageError("the task and node time-outs must be positive and retries not negative")
+        self.bind = bind
+        self.port = port
+        self.journal_path = Path(journal) if journal else None
+        self.heartbeat_interval = heartbeat_interval
+        self.sweep_interval = sweep_interval
+        self.auction_wait = auction_wait
+        self.advert_interval = advert_interval
+        self.journal_interval = journal_interval
+        self.advertise = advertise
+        self.advertise_address = advertise_address
+        self.book = RuleBook(task_timeout=task_timeout, retries=retries, node_timeout=node_timeout,
+                             bidder_window=bidder_window)
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ruleserver")
+        self.url = ""
+        self.address = "127.0.0.1"
+        self.name = service_name(PROCESS_NAME)
+        self.started = time.time()
+        self._writer: JournalWriter | None = None
+        self._advertiser = None
+        self._stop_sweeping = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="rule sweeper", daemon=True)
+        self._service = BackgroundServer(lambda: RuleServerApp(self), bind, port, name="rule server",
+                                         on_started=self._on_started, on_stopped=self._on_stopped)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> "RuleServer":
+        if self.journal_path is not None:
+            try:
+                journal = Journal(self.journal_path)
+            except JournalError as e:
+                raise UsageError(str(e)) from None
+            rules, nodes, next_seq = journal.load()
+            self.book.restore(rules, nodes, next_seq)
+            if rules:
+                log.info("resumed %d rules from the journal %s", len(rules), self.journal_path)
+            self._writer = JournalWriter(self.book, journal, self.journal_interval)
+            self._writer.start()
+        try:
+            self.port = self._service.start(timeout)
+        except BaseException:
+            if self._writer is not None:
+                self._writer.stop()
+            raise
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Finish requests in flight (up to ``grace`` s), write the journal, unregister."""
+        self._service.stop(grace)
+
+    def __enter__(self) -> "RuleServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def sync_journal(self) -> None:
+        """Wait until the journal holds every change made so far (no-op without a journal)."""
+        if self._writer is not None and not self._writer.sync():
+            log.warning("the journal %s did not confirm a write in time", self.journal_path)
+
+    def describe(self) -> dict:
+        book = self.book
+        return {"name": self.name, "url": self.url, "version": __version__,
+                "uptime": time.time() - self.started, "taskTimeout": book.task_timeout,
+                "retries": book.retries, "leaseTimeout": book.node_timeout,
+                "heartbeatInterval": self.heartbeat_interval,
+                "journal": str(self.journal_path) if self.journal_path else None}
+
+    def _on_started(self, port: int) -> None:
+        if is_loopback(self.bind):
+            self.address = "127.0.0.1" if self.bind in ("", "localhost") else self.bind
+        else:
+            self.address, warning = advertise_address(self.advertise_address)
+            if warning:
+                log.warning(warning)
+        self.url = f"http://{self.address}:{port}/"
+        self._sweeper.start()
+        self._start_advertising(port)
+        log.info("rule server at %s (task time-out %.0f s, retries %d, lease %.1f s)", self.url,
+                 self.book.task_timeout, self.book.retries, self.book.node_timeout)
+
+    def _on_stopped(self) -> None:
+        self._stop_advertising()
+        self._stop_sweeping.set()
+        if self._sweeper.is_alive():
+            self._sweeper.join(10)
+        if self._writer is not None:
+            self._writer.stop()
+        self.executor.shutdown(wait=True)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop_sweeping.wait(self.sweep_interval):
+            try:
+                done = self.book.sweep()
+            except Exception:
+                log.exception("the lease sweep failed")
+                continue
+            if any(done.values()):
+                log.info("sweep: %(timed_out)d timed out, %(node_lost)d from lost nodes re-queued, "
+                         "%(failed)d failed after retries, %(expired)d rules expired", done)
+
+    def _start_advertising(self, port: int) -> None:
+        if self.advertise == "none":
+            return
+        from pyme_desk.discovery.advertiser import Advertiser
+
+        address = self.address if self.advertise == "zeroconf" else "127.0.0.1"
+        self._advertiser = Advertiser(TASKDIST_PROTOCOL, self.name, port, self.advertise, address)
+        self._advertiser.start()
+
+    def _stop_advertising(self) -> None:
+        if self._advertiser is not None:
+            try:
+                self._advertiser.stop()
+            except Exception:
+                log.exception("could not withdraw the advertisement")

@@ -1,0 +1,217 @@
+"""Benchmark task distribution: the rule server's raw bid/hand-in rate, and (section 2) end to end.
+
+Raw part (``--mode raw``, the default): a rule server is started as its own process
+(``python -m pyme_desk ruleserver --port 0 --advertise none --journal <tmp> --port-file F``,
+journal on, as in use), one rule of ``--tasks`` tasks is posted and released, and a synthetic
+bidder plays a node server: it bids for the next ``--bid-size`` task IDs at a local cost (0.01,
+awarded at once) and hands the awarded tasks in as complete, until every task is done.  It does
+so three ways, each on a fresh rule:
+
+* ``keepalive``: one keep-alive bare ``http.client`` connection (the server's per-request cost);
+* ``keepalive_requests``: one keep-alive ``requests.Session`` (PYME's client pattern;
+  requests' own per-call cost of a few hundred microseconds shows here);
+* ``fresh``: a new TCP connection per request.
+
+For each: tasks/s, p50/p99 of the bid and hand-in round trips (ms), and the rule server's CPU
+seconds.  Afterwards ``/distributor/queues`` must report every task completed exactly once.
+Reference (PYME's rule server on this machine kind, bids of 100): ~55,000 tasks/s over fresh
+connections, ~1,100 tasks/s over keep-alive; target here: >= 50,000 tasks/s on keep-alive.
+
+Progress goes to stderr; stdout receives exactly one JSON line.
+
+    .venv/bin/python benchmarks/tasks.py                 # raw, 200,000 tasks per way
+    .venv/bin/python benchmarks/tasks.py --quick         # raw, a few seconds
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEEPALIVE_TARGET = 50_000  # tasks/s
+TEMPLATE = json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop", "taskdef": {"frameIndex": "{{taskID}}"}})
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class RuleServerProcess:
+    """``pyme-desk ruleserver`` in a child process on a free loopback port."""
+
+    def __init__(self, tmp: Path) -> None:
+        port_file = tmp / "ruleserver.port.json"
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYME_DESK_ALLOW_ROOT="1", PYME_DESK_CONFIG=os.devnull)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyme_desk", "ruleserver", "--port", "0", "--advertise", "none",
+             "--journal", str(tmp / "journal.sqlite"), "--port-file", str(port_file), "--log-dir", str(tmp)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the rule server did not start")
+            time.sleep(0.05)
+        self.port = json.loads(port_file.read_text())["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ps = psutil.Process(self.proc.pid)
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- transports: call(path, body) -> parsed JSON -------------------------------------------------
+
+def raw_keepalive(port: int) -> Callable[[str, bytes], object]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call(path: str, body: bytes) -> object:
+        conn.request("GET", path, body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:200]!r}")
+        return json.loads(data)
+    return call
+
+
+def requests_keepalive(port: int) -> Callable[[str, bytes], object]:
+    session = requests.Session()
+    base = f"http://127.0.0.1:{port}"
+
+    def call(path: str, body: bytes) -> object:
+        r = session.get(base + path, data=body, timeout=30)
+        r.raise_for_status()
+        return r.json()
+    return call
+
+
+def fresh_connections(port: int) -> Callable[[str, bytes], object]:
+    def call(path: str, body: bytes) -> object:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", path, body, {"Content-Type": "application/json", "Connection": "close"})
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:200]!r}")
+        return json.loads(data)
+    return call
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def synthetic_bidder(server: RuleServerProcess, call: Callable[[str, bytes], object], n_tasks: int,
+                     bid_size: int) -> dict:
+    """Post a rule of ``n_tasks``, then bid/hand in ``bid_size`` at a time until all are done."""
+    rule = call(f"/add_integer_id_rule?max_tasks={n_tasks}&release_start=0&release_end={n_tasks}&timeout=3600",
+                json.dumps({"template": TEMPLATE}).encode())
+    rule_id = rule["ruleID"]
+    call("/task_advertisements?nodeID=bench", b"")
+    bid_ms, handin_ms = [], []
+    cpu0, t0 = server.cpu(), time.perf_counter()
+    done = 0
+    for start in range(0, n_tasks, bid_size):
+        ids = list(range(start, min(start + bid_size, n_tasks)))
+        body = json.dumps([{"ruleID": rule_id, "taskIDs": ids, "costs": [0.01] * len(ids)}]).encode()
+        t = time.perf_counter()
+        won = call("/bid_on_tasks?nodeID=bench", body)[0]["taskIDs"]
+        t2 = time.perf_counter()
+        body = json.dumps([{"ruleID": rule_id, "taskIDs": won, "status": [3] * len(won)}]).encode()
+        call("/handin?nodeID=bench", body)
+        t3 = time.perf_counter()
+        bid_ms.append(1e3 * (t2 - t))
+        handin_ms.append(1e3 * (t3 - t2))
+        done += len(won)
+    elapsed = time.perf_counter() - t0
+    cpu = server.cpu() - cpu0
+    info = requests.get(f"{server.url}/distributor/queues", timeout=10).json()["result"][rule_id]
+    return {"tasks": n_tasks, "tasks_per_s": round(done / elapsed), "seconds": round(elapsed, 3),
+            "bid_p50_ms": round(statistics.median(bid_ms), 3), "bid_p99_ms": round(percentile(bid_ms, 0.99), 3),
+            "handin_p50_ms": round(statistics.median(handin_ms), 3),
+            "handin_p99_ms": round(percentile(handin_ms, 0.99), 3),
+            "server_cpu_s": round(cpu, 3),
+            "exactly_once": info["tasksCompleted"] == n_tasks and info["finished"] is True
+            and info["tasksFailed"] == 0 and info["tasksRunning"] == 0}
+
+
+def raw_benchmark(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pyme-desk-tasks-", dir=args.tmp) as tmp:
+        server = RuleServerProcess(Path(tmp))
+        try:
+            report = {}
+            ways = (("keepalive", raw_keepalive), ("keepalive_requests", requests_keepalive),
+                    ("fresh", fresh_connections))
+            for name, transport in ways:
+                n = args.tasks if name != "fresh" else max(args.bid_size, args.tasks // 2)
+                log(f"raw {name}: {n} tasks in bids of {args.bid_size}")
+                call = transport(server.port)
+                report[name] = synthetic_bidder(server, call, n, args.bid_size)
+                log(f"  {report[name]['tasks_per_s']} tasks/s")
+        finally:
+            server.stop()
+    return {"bid_size": args.bid_size, **report,
+            "pass_keepalive": report["keepalive"]["tasks_per_s"] >= KEEPALIVE_TARGET}
+
+
+# -- section 2: end to end (post -> bid -> run -> hand in) ---------------------------------------
+# Owned by the node-server work (pyme_desk/node): start a rule server and one node server with
+# 2 workers, post a no-op rule of 20,000 tasks, and report tasks/s and the p99 latency from
+# release to completion (target >= 1,000 tasks/s on 2 cores).
+
+def end_to_end_benchmark(args: argparse.Namespace) -> dict:
+    return {"skipped": "the end-to-end benchmark comes with the node server (pyme_desk/node)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("raw", "e2e", "all"), default="raw",
+                        help="raw: rule server alone with a synthetic bidder; e2e: with a node server")
+    parser.add_argument("--tasks", type=int, default=200_000, help="tasks per raw run (default 200,000)")
+    parser.add_argument("--bid-size", type=int, default=100, help="task IDs per bid (default 100)")
+    parser.add_argument("--quick", action="store_true", help="20,000 tasks per raw run")
+    parser.add_argument("--tmp", type=Path, default=None, help="directory for the journal and logs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks = 20_000
+    report: dict = {"benchmark": "tasks"}
+    try:
+        if args.mode in ("raw", "all"):
+            report["raw"] = raw_benchmark(args)
+        if args.mode in ("e2e", "all"):
+            report["e2e"] = end_to_end_benchmark(args)
+    except Exception as e:  # one JSON line whatever happens
+        report["error"] = f"{type(e).__name__}: {e}"
+        print(json.dumps(report))
+        return 1
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""``pyme-desk ruleserver``: hand out analysis tasks until Ctrl-C / SIGTERM / Ctrl-Break."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from pyme_desk.config import Config
+from pyme_desk.discovery.addresses import is_loopback
+from pyme_desk.errors import UsageError, refuse_root
+from pyme_desk.logs import configure_service_logging, default_log_dir
+from pyme_desk.storage.command import write_port_file
+
+log = logging.getLogger(__name__)
+
+#: config keys of our own (PYME has no setting for these)
+TASK_TIMEOUT_KEY = "desk-ruleserver-task-timeout"
+JOURNAL_KEY = "desk-ruleserver-journal"
+DEFAULT_TASK_TIMEOUT = 600.0
+
+
+def default_journal() -> Path:
+    """``ruleserver-journal.sqlite`` next to the log directory (per user, never in a data root)."""
+    return default_log_dir().parent / "ruleserver-journal.sqlite"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, help="TCP port, 0 for any free one (config: ruleserver-port)")
+    parser.add_argument("--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    parser.add_argument("--advertise", choices=("zeroconf", "local", "none"),
+                        help="announce on the network (zeroconf), to this machine (local: sqlite "
+                             "registry), or not at all; default: local on loopback, zeroconf otherwise")
+    parser.add_argument("--advertise-address", help="IPv4 address to announce (default: the default-route interface)")
+    parser.add_argument("--journal", type=Path,
+                        help=f"sqlite file that keeps rules across restarts (config: {JOURNAL_KEY}; "
+                             f"default: {default_journal()})")
+    parser.add_argument("--no-journal", action="store_true", help="keep rules in memory only")
+    parser.add_argument("--task-timeout", type=float,
+                        help=f"seconds a task may run before it is re-queued (config: {TASK_TIMEOUT_KEY}; "
+                             f"default {DEFAULT_TASK_TIMEOUT:.0f})")
+    parser.add_argument("--retries", type=int, help="re-queues before a task fails (config: ruleserver-retries)")
+    parser.add_argument("--lease-timeout", type=float, default=6.0,
+                        help="seconds without a heartbeat before a node's tasks are re-queued (default 6)")
+    parser.add_argument("--port-file", type=Path, help="write {url, port, pid} as JSON here once listening")
+    parser.add_argument("--log-dir", type=Path, help="log directory")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    from pyme_desk.scheduler.server import RuleServer
+
+    refuse_root("rule server")
+    port = int(config.get("ruleserver-port") if args.port is None else args.port)
+    if not 0 <= port < 65536:
+        raise UsageError(f"--port must be between 0 and 65535, not {port}")
+    bind = args.bind or config.get("desk-bind")
+    advertise = args.advertise or ("local" if is_loopback(bind) else "zeroconf")
+    task_timeout = float(args.task_timeout if args.task_timeout is not None
+                         else config.get(TASK_TIMEOUT_KEY, DEFAULT_TASK_TIMEOUT))
+    retries = int(args.retries if args.retries is not None else config.get("ruleserver-retries"))
+    if args.no_journal:
+        journal = None
+    else:
+        journal = args.journal or (Path(config.get(JOURNAL_KEY)).expanduser() if config.get(JOURNAL_KEY)
+                                   else default_journal())
+    configure_service_logging("ruleserver", args.log_dir or config.get("desk-log-dir"), verbose=args.verbose)
+    server = RuleServer(port=port, bind=bind, journal=journal, task_timeout=task_timeout, retries=retries,
+                        node_timeout=args.lease_timeout, advertise=advertise,
+                        advertise_address=args.advertise_address)
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    server.start()
+    if args.port_file:
+        write_port_file(args.port_file, server.url, server.port)
+    print(f"pyme-desk ruleserver ready at {server.url}"
+          + (f" (journal {journal})" if journal else " (no journal)"), flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        log.info("stopping: finishing requests in flight")
+        server.stop()
+    return 0
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    if hasattr(signal, "SIGBREAK"):  # Windows Ctrl-Break, what a supervisor sends a console child
+        signal.signal(signal.SIGBREAK, handler)
