@@ -16,8 +16,8 @@ Conventions
   The camera turns ``e`` electrons into ``round(e / electrons_per_count + ad_offset)`` ADU,
   clipped to 0..65535.
 * The PSF is a 2-D Gaussian of standard deviation ``psf_sigma_nm`` integrated over each pixel
-  (differences of erf), truncated at 4 sigma beyond the emitter's pixel (it loses under 1e-4 of
-  the photons there).
+  (differences of erf), cut off at least 4 sigma from the emitter (losing at most ~1e-4 of its
+  photons).
 * Photophysics starts in the steady state (each fluorophore on with probability
   ``on_rate / (on_rate + off_rate)``) and steps once per frame; an emitter is either on for the
   whole frame or off.  Rates are per-frame probabilities.
@@ -25,9 +25,13 @@ Conventions
 Speed
 -----
 Pixels that no emitter reaches all follow one discrete distribution (background photons plus
-read noise, rounded to ADU), sampled by an alias table with one 64-bit random number per pixel;
-only the pixels under an emitter's PSF are drawn exactly (Poisson, then Gaussian).  Both loops
-are compiled with numba.  With per-pixel camera maps every pixel takes the exact path.
+read noise, rounded to ADU), drawn from an alias table with one 64-bit random number per pixel.
+Under an emitter's PSF, when the camera gives a whole number of ADU per electron (the default
+0.5 e⁻/count gives 2), Poisson(signal) electrons are simply added to that draw (Poisson counts
+add, and whole ADU steps commute with rounding); otherwise, and everywhere when per-pixel maps
+are given, pixels are drawn from scratch (Poisson, Gaussian, round).  The loops are numba
+kernels that release the GIL; random numbers are counter-based (a hash of frame key, pixel and
+draw), so large frames are split between threads and still come out the same.
 """
 from __future__ import annotations
 
@@ -610,7 +614,8 @@ class SMLMSimulator:
     # -- metadata ------------------------------------------------------------------------------
 
     def metadata(self) -> dict:
-        """PYME metadata for the series: camera, voxel size (µm), simulation parameters."""
+        """PYME metadata for the series: camera (offset in ADU, gain in e⁻/count, read noise in
+        e⁻ rms), voxel size (µm, PYME's unit), ``Simulation.*`` parameters and seed."""
         cam = self.camera
         return {
             "Camera.Name": "pyme-desk simulated sCMOS",
