@@ -761,7 +761,10 @@ class RuleBook:
             rules = []
             for rule in self.rules.values():
                 info = rule.queue_info()
-                reasons = collections.Counter(rule.reason[:rule.size][rule.status[:rule.size] == FAILED].tolist())
+                reasons = {}
+                if rule.n_failed:
+                    failed = rule.reason[:rule.size][rule.status[:rule.size] == FAILED]
+                    reasons = {code: n for code, n in enumerate(np.bincount(failed).tolist()) if n}
                 info.update({
                     "ruleID": rule.rule_id, "created": rule.created, "maxTasks": rule.max_tasks,
                     "released": rule.n_released, "releaseComplete": rule.release_complete,
