@@ -824,6 +824,9 @@ class RuleBook:
                 self.node_list.append(node)
             lease_end = self._rel(now) + self.task_timeout
             for rule_id, spec, state, arrays in rules:
+                if "owner" in arrays:  # a damaged journal must not name nodes that do not exist
+                    owner = arrays["owner"]
+                    owner[(owner < NO_OWNER) | (owner >= len(self.node_list))] = NO_OWNER
                 rule = Rule.restore(rule_id, spec, state, arrays, lease_end)
                 self.rules[rule_id] = rule
                 for idx, n in rule.node_assigned.items():

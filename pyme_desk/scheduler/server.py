@@ -85,12 +85,20 @@ Task time-out: a task assigned for longer than the task time-out (``--task-timeo
 600 s) is re-queued whether or not its node heart-beats.  A task re-queued more than
 ``ruleserver-retries`` times (default 1) becomes FAILED with a reason.
 ``/status``
-    JSON for the GUI: ``{"ok": true, "server": {...settings, uptime, journal}, "rates":
-    {"assigned", "completed", "failed"} (tasks/s over the last 10 s), "rules": [{"ruleID",
-    "created", "maxTasks", "released", "releaseComplete", "template" (first 200 chars),
-    "nodes": {nodeID: tasks assigned}, "failureReasons": {reason: count}, ...the queue info
-    fields...}], "nodes": [{"nodeID", "address", "heartbeats", "alive", "lastSeen" (s ago),
-    "tasksAssigned", "tasksCompleted", "tasksFailed"}]}``.
+    JSON for the GUI::
+
+        {"ok": true,
+         "server": {"name", "url", "version", "uptime" (s), "taskTimeout", "retries",
+                    "leaseTimeout", "heartbeatInterval", "journal" (path or null)},
+         "rates": {"assigned", "completed", "failed"},          (tasks/s over the last 10 s)
+         "rules": [{...the queue info fields above..., "ruleID", "created" (Unix s),
+                    "maxTasks", "released", "releaseComplete", "tasksAvailable",
+                    "duplicateHandins", "template" (first 200 characters),
+                    "nodes": {nodeID: tasks it holds now},
+                    "failureReasons": {reason text: count},
+                    "failureNotes": [{"taskID", "reason"}] (worker-supplied, first 100)}],
+         "nodes": [{"nodeID", "address", "heartbeats" (holds a lease), "alive",
+                    "lastSeen" (s ago), "tasksAssigned", "tasksCompleted", "tasksFailed"}]}
 """
 from __future__ import annotations
 
