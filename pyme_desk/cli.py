@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from typing import Sequence
 
@@ -29,7 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webdav-user": ("pyme_desk.webdav.user_command", "add a user to the WebDAV users file"),
     "replicate": ("pyme_desk.replication.command", "keep every complete cluster file on N data servers"),
     "config": ("pyme_desk.config_command", "show the merged configuration and where it came from"),
+    "install-shortcut": ("pyme_desk.gui.shortcut", "add PYME Desk to the start menu and the desktop"),
 }
+#: What ``pyme-desk`` with no subcommand runs: the desktop app, or with --no-gui the headless
+#: cluster of one (the supervisor's command).
+GUI_MODULE, HEADLESS_MODULE = "pyme_desk.gui.app", "pyme_desk.supervisor.command"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +50,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pyme-desk {__version__}")
     parser.add_argument("--config", metavar="FILE", action="append",
                         help="read this config file instead of the standard ones (repeatable)")
+    parser.add_argument("--no-gui", action="store_true",
+                        help="with no subcommand: run the local cluster of one without the window")
     sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -73,18 +80,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_requested_command(argv))
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     try:
         config = load_config(args.config) if args.config else load_config()
+        if args.command is None:
+            return _run_default(args, config)
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args, config) or 0)
     except (UsageError, ConfigError) as e:
-        print(f"pyme-desk {args.command}: error: {e}", file=sys.stderr)
+        print(f"{' '.join(filter(None, ('pyme-desk', args.command)))}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _run_default(args: argparse.Namespace, config) -> int:
+    """``pyme-desk`` alone: the desktop app, or the headless cluster of one with --no-gui."""
+    if args.no_gui:
+        if importlib.util.find_spec(HEADLESS_MODULE.rpartition(".")[0]) is None:
+            raise UsageError("the headless cluster of one (--no-gui) is not available in this build")
+        module = importlib.import_module(HEADLESS_MODULE)
+        return int(module.run(args, config) or 0)
+    try:
+        module = importlib.import_module(GUI_MODULE)
+    except ImportError as e:
+        raise UsageError(f"the desktop app needs PyQt5 and pyqtgraph (pip install 'pyme-desk[gui]'): {e}") from None
+    return int(module.run_gui(args, config) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,160 @@
+"""The desk: the local cluster, a client over the cluster, and one poller per kind of state.
+
+:class:`Desk` is what the main window shows, without Qt: ``start()`` brings up the local
+cluster (through a :class:`~pyme_desk.model.services.ServiceControl`) and starts the pollers;
+``listen(name, callback)`` subscribes to a poller's :class:`~pyme_desk.model.poller.PollResult`
+stream (callbacks run on the poller's thread); ``stop()`` stops the pollers, the demo
+acquisitions and the local cluster.  Poller names are the keys of :data:`POLL_INTERVALS`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from pyme_desk.cluster import ClusterClient
+from pyme_desk.config import Config, user_config_dir
+from pyme_desk.model.acquisition import SimulatedAcquisition
+from pyme_desk.model.files import FilesModel
+from pyme_desk.model.nodes import AttachedNodes, NodesModel
+from pyme_desk.model.poller import Poller, PollResult
+from pyme_desk.model.rules import RulesModel
+from pyme_desk.model.services import InProcessCluster, ServiceControl
+
+#: poller name -> seconds between reads (the GUI refreshes at least this often).
+POLL_INTERVALS = {"services": 0.5, "nodes": 1.0, "acquisitions": 0.25, "rules": 1.0}
+
+
+class Desk:
+    """See the module docstring.
+
+    ``services``: the local cluster's control (default: an :class:`InProcessCluster` with one
+    data server for the config's data root).  ``discover``: find the cluster's other data
+    servers over the network (else the client uses the local servers only).
+    ``attached_file``: where attached node URLs are remembered (``None``: not remembered).
+    """
+
+    def __init__(self, config: Config, *, services: ServiceControl | None = None,
+                 discover: bool = True, attached_file: Path | None = None,
+                 rule_server_url: str | None = None) -> None:
+        self.config = config
+        self.discover = discover
+        self.services = services or InProcessCluster.data_server(
+            config.data_root, server_filter=config.server_filter,
+            advertise="local" if discover else "none", token=config.cluster_token)
+        self.attached = AttachedNodes(attached_file)
+        self.rule_server_url = rule_server_url
+        self.client: ClusterClient | None = None
+        self.files: FilesModel | None = None
+        self.acquisitions: list[SimulatedAcquisition] = []
+        self._listeners: dict[str, list[Callable[[PollResult], None]]] = {k: [] for k in POLL_INTERVALS}
+        self._latest: dict[str, PollResult] = {}
+        self._pollers: dict[str, Poller] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the local cluster and the pollers; a service that fails to start is reported by
+        the services poller, not raised, so the window still comes up."""
+        start_all = getattr(self.services, "start_all", None)
+        if start_all is not None:
+            try:
+                start_all()
+            except Exception:  # shown as a failed service in the Services panel
+                pass
+        self.client = self._make_client()
+        self.files = FilesModel(self.client)
+        nodes = NodesModel(self.client, self.attached, token=self.config.cluster_token or "")
+        reads: dict[str, Callable] = {"services": self.services.snapshot, "nodes": nodes.read,
+                                      "acquisitions": self.acquisition_snapshots}
+        if self.rule_server_url:
+            reads["rules"] = RulesModel(self.rule_server_url).read
+        for name, read in reads.items():
+            self._pollers[name] = Poller(read, lambda r, n=name: self._publish(n, r),
+                                         POLL_INTERVALS[name], name=name).start()
+
+    def stop(self) -> None:
+        """Stop demo acquisitions, pollers and the local cluster (remote nodes keep running)."""
+        for acquisition in self.acquisitions:
+            acquisition.stop()
+        for poller in self._pollers.values():
+            poller.stop()
+        self._pollers.clear()
+        self.services.shutdown()
+        if self.client is not None:
+            self.client.close()
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def listen(self, name: str, callback: Callable[[PollResult], None]) -> None:
+        """Call ``callback(result)`` (on the poller's thread) after every read of poller ``name``."""
+        with self._lock:
+            self._listeners[name].append(callback)
+
+    def latest(self, name: str) -> PollResult | None:
+        return self._latest.get(name)
+
+    def poke(self, name: str) -> None:
+        """Read ``name`` again now (after a user action changed it)."""
+        poller = self._pollers.get(name)
+        if poller is not None:
+            poller.poke()
+
+    def _publish(self, name: str, result: PollResult) -> None:
+        self._latest[name] = result
+        with self._lock:
+            listeners = list(self._listeners[name])
+        for callback in listeners:
+            callback(result)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def simulate(self, series: str | None = None, **options) -> SimulatedAcquisition:
+        """Start a simulated acquisition (demo mode) spooled into this desk's cluster."""
+        if self.client is None:
+            raise RuntimeError("the desk is not started")
+        series = series or time.strftime("demo/%Y_%m_%d/sim_%H%M%S")
+        acquisition = SimulatedAcquisition(self.client, series, **options).start()
+        self.acquisitions.append(acquisition)
+        self.poke("acquisitions")
+        return acquisition
+
+    def acquisition_snapshots(self) -> tuple:
+        return tuple(a.snapshot() for a in self.acquisitions)
+
+    def busy(self) -> list[str]:
+        """What would be cut short by closing now (acquisitions spooling, analyses running)."""
+        return [f"acquisition {a.series}" for a in self.acquisitions if a.snapshot().running]
+
+    def analysis_unavailable(self) -> str:
+        """Why localization analysis cannot be launched from the desk ("" once it can)."""
+        if self.rule_server_url is None:
+            return ("localization analysis needs a rule server and a node server in the local "
+                    "cluster; this build's cluster of one runs a data server only")
+        return ""
+
+    def launch_analysis(self, series: str, settings: dict) -> str:
+        """Launch localization analysis of ``series``; returns the rule ID."""
+        reason = self.analysis_unavailable()
+        if reason:
+            raise RuntimeError(reason)
+        from pyme_desk.analysis import launch  # the analysis room's launch API
+        return launch.launch_localization(self.client, self.rule_server_url, series, settings)
+
+    def local_urls(self) -> list[str]:
+        return [s.url for s in self.services.snapshot() if s.url and s.name.startswith("dataserver")]
+
+    def _make_client(self) -> ClusterClient:
+        token = self.config.cluster_token or ""
+        if self.discover:
+            return ClusterClient(server_filter=self.config.server_filter, token=token,
+                                 local_root=self.config.data_root)
+        return ClusterClient(servers=self.local_urls(), server_filter=self.config.server_filter,
+                             token=token, local_root=self.config.data_root)
+
+
+def default_attached_file() -> Path:
+    """Where the desk remembers nodes attached by URL."""
+    return user_config_dir() / "desk-nodes.json"

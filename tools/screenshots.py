@@ -1,0 +1,82 @@
+"""Save a PNG of each panel of the main window in a realistic state.
+
+    python tools/screenshots.py --out DIR [--root DATA_ROOT]
+
+Starts a cluster of one on a temporary data root (loopback only), runs a simulated
+acquisition, waits for it to show in every panel, and saves ``<panel>.png`` per tab plus
+``window.png``.  Runs offscreen when there is no display.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
+    parser.add_argument("--root", type=Path, help="data root (default: a temporary folder)")
+    parser.add_argument("--frames", type=int, default=400, help="frames to simulate")
+    args = parser.parse_args(argv)
+
+    from PyQt5.QtWidgets import QApplication
+
+    from pyme_desk.config import Config
+    from pyme_desk.gui.app import QtMainWindow
+    from pyme_desk.gui.qt_resources import app_icon, style_sheet
+    from pyme_desk.model.desk import Desk
+
+    app = QApplication(sys.argv[:1])
+    app.setWindowIcon(app_icon())
+    app.setStyleSheet(style_sheet())
+    root = args.root or Path(tempfile.mkdtemp(prefix="pyme-desk-screens-"))
+    config = Config(values={"dataserver-root": str(root), "dataserver-filter": "demo-lab"})
+    desk = Desk(config, discover=False)
+    desk.start()
+    window = QtMainWindow(desk)
+    window.resize(1400, 900)
+    window.show()
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.02)
+
+    first = desk.simulate("demo/2026_11_25/cells_001", n_frames=args.frames, frame_rate=200, width=128, height=128)
+    while not first.wait(0.05):
+        pump(0.05)
+    desk.simulate("demo/2026_11_25/cells_002", n_frames=100000, frame_rate=50, width=128, height=128)
+    files = window.panels["files"]
+    pump(2.0)
+    files.open("demo/2026_11_25")
+    pump(1.5)
+    for row in range(files.table.rowCount()):
+        if files.table.item(row, 0).text().startswith("cells_001"):
+            files.table.selectRow(row)
+    pump(2.0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for index in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(index)
+        pump(1.2)
+        name = list(window.panels)[index]
+        window.grab().save(str(args.out / f"{name}.png"))
+        print(args.out / f"{name}.png")
+    window.tabs.setCurrentIndex(0)
+    pump(0.3)
+    window.grab().save(str(args.out / "window.png"))
+    window.shutdown()
+    window.deleteLater()
+    app.processEvents()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
