@@ -469,9 +469,9 @@ class RuleBook:
                 raise Conflict(f"a rule with ID {rule_id!r} already exists")
             rule = Rule(rule_id, self.next_seq, template, int(max_tasks), float(rule_timeout),
                         inputs, chained, wall)
-            self.next_seq += 1
             if release is not None:
                 self._check_range(rule, *release)
+            self.next_seq += 1
             self.rules[rule_id] = rule
             self._new.add(rule_id)
             self._changed(rule)

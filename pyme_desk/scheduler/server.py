@@ -43,11 +43,11 @@ PYME's endpoints (same shapes as PYME)
     -> ``[{"ruleID": ID, "taskIDs": [awarded ints, ascending], "template": "<template>"}, ...]``,
     one entry per bid, in order.  A bid on an unknown, expired or inactive rule gets
     ``"template": ""`` and no IDs (not an error: rules come and go between advert and bid).
-    If every cost of every bid in the request is < 0.2 the tasks still available are awarded
-    at once ("buy now"); otherwise the request joins an auction that closes 0.2 s after its
-    first bid (other requests are served meanwhile): per task the lowest cost wins, ties go to
-    the earliest bid, and a node gets at most a fair share of a rule's non-local (cost >= 0.2)
-    tasks: ``ceil((available + assigned) / live bidders) - already assigned to it``, where
+    A bid whose costs are all < 0.2 gets the tasks still available at once ("buy now"); the
+    other bids of the request join an auction that closes 0.2 s after its first bid (other
+    requests are served meanwhile), and the reply comes when it closes: per task the lowest
+    cost wins, ties go to the earliest bid, and a node gets at most a fair share of a rule's
+    non-local (cost >= 0.2) tasks: ``ceil((available + assigned) / live bidders) - already assigned to it``, where
     live bidders are the nodes that fetched adverts or bid in the last 3 s.
 ``/handin[?nodeID=N]``
     body ``[{"ruleID": ID, "taskIDs": [int, ...], "status": [3 | 4 per ID]}, ...]``
@@ -307,9 +307,17 @@ class RuleServerApp:
     async def bid_on_tasks(self, request: Request, body: bytes) -> list[dict]:
         bids = parse_bids(json_body(body))
         node = self._node(request, next((b.node_id for b in bids if b.node_id), None), polled=True)
-        if all(bool((b.costs < COST_THRESHOLD).all()) for b in bids):
-            return self.book.award(node, bids)
-        return await self.auction.bid(node, bids)
+        cheap = [bool((b.costs < COST_THRESHOLD).all()) for b in bids]
+        now = [i for i, c in enumerate(cheap) if c]
+        later = [i for i, c in enumerate(cheap) if not c]
+        results: list[dict] = [{}] * len(bids)
+        if now:
+            for i, result in zip(now, self.book.award(node, [bids[i] for i in now])):
+                results[i] = result
+        if later:
+            for i, result in zip(later, await self.auction.bid(node, [bids[i] for i in later])):
+                results[i] = result
+        return results
 
     def handin(self, request: Request, body: bytes) -> dict:
         handins = parse_handins(json_body(body))

@@ -100,3 +100,19 @@ def test_tasks_are_handed_out_oldest_first_across_releases(client, node_client):
     assert advertised == list(range(200))
     # a node bidding for a few of them as the advert lists them gets the oldest
     assert node.bid(rule_id, advertised[:50], cost=1.0) == list(range(50))
+
+
+def test_in_a_mixed_request_the_cheap_bids_are_bought_before_the_auction(client, node_client):
+    local_rule, remote_rule = client.add_rule(4), client.add_rule(4)
+    mixed, other = node_client("mixed"), node_client("other")
+    with ThreadPoolExecutor(1) as pool:
+        t = time.monotonic()
+        reply = pool.submit(mixed.call, "/bid_on_tasks", [
+            {"ruleID": local_rule, "taskIDs": [0, 1], "costs": [0.01, 0.01]},
+            {"ruleID": remote_rule, "taskIDs": [0, 1], "costs": [1.0, 1.0]}])
+        time.sleep(0.1)
+        assert other.bid(local_rule, [0, 1, 2]) == [2]  # 0 and 1 were already bought
+        won = reply.result(5)
+    assert time.monotonic() - t >= 0.19
+    assert [w["taskIDs"] for w in won] == [[0, 1], [0, 1]]
+    assert [w["ruleID"] for w in won] == [local_rule, remote_rule]
