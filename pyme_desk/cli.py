@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("pyme_desk.spool.simulate_command", "simulate an SMLM camera and spool its frames into the cluster"),
     "ruleserver": ("pyme_desk.scheduler.command", "run the rule server that hands out analysis tasks"),
     "nodeserver": ("pyme_desk.node.command", "run a node server and its worker processes"),
+    "analyse": ("pyme_desk.analysis.command", "localize the molecules of a spooled series on the cluster"),
     "webdav": ("pyme_desk.webdav.command", "serve the cluster as a WebDAV share (map it as a network drive)"),
     "webdav-user": ("pyme_desk.webdav.user_command", "add a user to the WebDAV users file"),
     "replicate": ("pyme_desk.replication.command", "keep every complete cluster file on N data servers"),
