@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "desk-log-dir": None,  # None -> per-user log dir (never inside the data root)
     "desk-bind": "127.0.0.1",
     "desk-static-dataservers": [],  # list of URLs always included in discovery
+    "desk-ruleserver-task-timeout": 600,  # s a task may run before it is handed out again
+    "desk-ruleserver-journal": None,  # None -> per-user state dir
 }
 
 
