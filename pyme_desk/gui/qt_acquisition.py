@@ -13,6 +13,7 @@ from PyQt5.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout
                              QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
+from pyme_desk.gui.qt_frame_view import QtFrameView
 from pyme_desk.gui.qt_panel import QtPanel
 from pyme_desk.gui.qt_workers import run_task
 from pyme_desk.model.preview import PRECISION_BINS, PHOTON_BINS, PreviewSnapshot
@@ -92,19 +93,18 @@ class QtAcquisitionPanel(QtPanel):
         simulate.clicked.connect(self.simulate)
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop_acquisitions)
+        self.demo_message = QLabel()
         demo = QHBoxLayout()
         for w in (QLabel("Demo:"), self.frames, self.rate, simulate, self.stop_button):
             demo.addWidget(w)
-        demo.addStretch(1)
+        demo.addWidget(self.demo_message, 1)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setMaximumHeight(140)
-        self.latest = pg.ImageView()
-        self.latest.ui.roiBtn.hide()
-        self.latest.ui.menuBtn.hide()
+        self.latest = QtFrameView()
         self.latest.setMinimumWidth(260)
         # -- analysis
         analysis = QGroupBox("Localization analysis")
@@ -149,9 +149,9 @@ class QtAcquisitionPanel(QtPanel):
         try:
             acquisition = self.desk.simulate(n_frames=self.frames.value(), frame_rate=float(self.rate.value()))
         except (RuntimeError, ValueError) as exc:
-            self.analysis_message.setText(f"cannot simulate: {exc}")
+            self.demo_message.setText(f"cannot simulate: {exc}")
             return
-        self.analysis_message.setText(f"simulating {acquisition.series}")
+        self.demo_message.setText(f"simulating {acquisition.series}")
 
     def stop_acquisitions(self) -> None:
         for acquisition in self.desk.acquisitions:
@@ -188,7 +188,7 @@ class QtAcquisitionPanel(QtPanel):
                 self.series.setCurrentIndex(names.index(current))
         live = [a for a in acquisitions if a.latest_frame is not None]
         if live:
-            self.latest.setImage(live[-1].latest_frame, autoLevels=True, autoRange=False)
+            self.latest.set_frame(live[-1].latest_frame, auto_levels=False)
         self._draw_rules()
 
     def _draw_rules(self) -> None:

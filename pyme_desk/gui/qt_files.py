@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyqtgraph as pg
 from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                              QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QTableWidget,
                              QTableWidgetItem, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                              QWidget)
 
+from pyme_desk.gui.qt_frame_view import QtFrameView
 from pyme_desk.gui.qt_panel import QtPanel
 from pyme_desk.gui.qt_workers import run_task
 from pyme_desk.model import formatting as fmt
@@ -62,9 +62,7 @@ class QtFilesPanel(QtPanel):
         self.frame_index = QSpinBox()
         self.frame_index.setPrefix("frame ")
         self.frame_index.valueChanged.connect(self.show_frame)
-        self.viewer = pg.ImageView()
-        self.viewer.ui.roiBtn.hide()
-        self.viewer.ui.menuBtn.hide()
+        self.viewer = QtFrameView()
         details = QWidget()
         details_layout = QVBoxLayout(details)
         details_layout.setContentsMargins(0, 0, 0, 0)
@@ -210,7 +208,7 @@ class QtFilesPanel(QtPanel):
 
     def _draw_frame(self, path: str, frame) -> None:
         if self.series is not None and self.series.path == path:
-            self.viewer.setImage(frame, autoLevels=True, autoRange=True)
+            self.viewer.set_frame(frame)
 
     # -- transfers ---------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ class QtServicesPanel(QtPanel):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.itemSelectionChanged.connect(self.refresh)
+        self.table.itemSelectionChanged.connect(self._show_log)
         self.buttons = {}
         bar = QHBoxLayout()
         for action in ("start", "stop", "restart"):
@@ -95,9 +95,8 @@ class QtServicesPanel(QtPanel):
         if result is not None and result.error:
             self.message.setText(f"cannot read the services: {result.error}")
         services = self.services()
-        selected = self.selected_name()
-        self.table.blockSignals(True)
-        self.table.setRowCount(len(services))
+        if self.table.rowCount() != len(services):
+            self.table.setRowCount(len(services))
         for row, s in enumerate(services):
             values = (s.name, s.node, s.state, "" if s.pid is None else str(s.pid), s.url,
                       fmt.duration(s.uptime_s), str(s.restarts), s.message)
@@ -106,14 +105,15 @@ class QtServicesPanel(QtPanel):
                 if item is None:
                     item = QTableWidgetItem()
                     self.table.setItem(row, col, item)
-                item.setText(value)
+                if item.text() != value:
+                    item.setText(value)
             colour = STATE_COLOURS.get(s.state)
             self.table.item(row, 2).setForeground(QColor(colour) if colour else QColor("#616161"))
-        if selected is None and services:
+        if self.selected_name() is None and services:
             self.table.selectRow(0)
-        elif selected is not None:
-            self.select(selected)
-        self.table.blockSignals(False)
+        self._show_log()
+
+    def _show_log(self) -> None:
         name = self.selected_name()
-        current = next((s for s in services if s.name == name), None)
+        current = next((s for s in self.services() if s.name == name), None)
         self.log.set_lines(current.log_tail if current else ())

@@ -21,9 +21,8 @@ from pyme_desk.cluster import ClusterClient, NoServersError
 #: Samples kept per history (one a second: two minutes).
 HISTORY_LENGTH = 120
 #: A node is unhealthy when its data root has less free space than this (bytes) ...
+#: (a busy CPU is a node doing its work, not a sick one)
 LOW_DISK_BYTES = 1 << 30
-#: ... or when its mean CPU use is above this (%) ...
-HIGH_CPU_PERCENT = 95.0
 #: ... or when its memory use is above this (%).
 HIGH_MEMORY_PERCENT = 95.0
 #: A node not heard from for this long (s) is forgotten, unless it was attached by hand.
@@ -183,7 +182,9 @@ class NodesModel:
             finally:
                 client.close()
         nodes = []
-        for url in sorted(set(docs) | attached | set(self._last)):
+        # A discovered node that stops answering stays (as unreachable); a detached one goes.
+        remembered = {url for url, node in self._last.items() if not node.attached}
+        for url in sorted(set(docs) | attached | remembered):
             doc = docs.get(url)
             if doc is None:
                 doc = {"Responsive": False}
@@ -206,7 +207,7 @@ class NodesModel:
             return NodeSnapshot(url=url, name=name, attached=attached, health=UNREACHABLE,
                                 reason="does not answer", last_seen=previous.last_seen if previous else None,
                                 gpu=GpuState(False, "unknown: the node does not answer"),
-                                history=self._history(url, {}))
+                                history=self._history(url, dict.fromkeys(self._histories.get(url, {}))))
         cpu = _mean(doc.get("CPUUsage"))
         mem = doc.get("MemUsage") or {}
         memory_percent = _float(mem.get("percent"))
@@ -228,7 +229,7 @@ class NodesModel:
                             f"gpu{dev.index}.temperature": dev.temperature_c,
                             f"gpu{dev.index}.power": dev.power_w})
         free = _int(disk.get("free"))
-        health, reason = _judge(cpu, memory_percent, free, doc)
+        health, reason = _judge(memory_percent, free, doc)
         return NodeSnapshot(
             url=url, name=str(doc.get("ComputerName") or url), attached=attached, health=health,
             reason=reason, cpu_percent=cpu, memory_percent=memory_percent, disk_free=free,
@@ -266,15 +267,13 @@ def parse_gpu(doc: dict) -> GpuState:
                     tuple(devices))
 
 
-def _judge(cpu: float | None, memory: float | None, free: int | None, doc: dict) -> tuple[str, str]:
+def _judge(memory: float | None, free: int | None, doc: dict) -> tuple[str, str]:
     desk = doc.get("Desk") if isinstance(doc.get("Desk"), dict) else {}
     problems = []
     if desk.get("DiskReadable") is False:
         problems.append("data root unreadable")
     elif free is not None and free < LOW_DISK_BYTES:
         problems.append(f"disk almost full ({free / 2**20:.0f} MiB free)")
-    if cpu is not None and cpu > HIGH_CPU_PERCENT:
-        problems.append(f"CPU {cpu:.0f}%")
     if memory is not None and memory > HIGH_MEMORY_PERCENT:
         problems.append(f"memory {memory:.0f}%")
     return (UNHEALTHY, ", ".join(problems)) if problems else (HEALTHY, "")

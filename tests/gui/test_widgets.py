@@ -1,0 +1,87 @@
+"""Panel pieces on their own: acquisition demo, preview, log viewer, settings dialog."""
+import numpy as np
+import yaml
+from PyQt5.QtGui import QImage
+from PyQt5.QtWidgets import QApplication
+
+from pyme_desk.gui.qt_acquisition import QtPreview
+from pyme_desk.gui.qt_log_viewer import QtLogViewer
+from pyme_desk.gui.qt_settings import QtSettingsDialog
+from pyme_desk.model.preview import LocalizationPreview
+from pyme_desk.model.settings import Settings
+
+WAIT_MS = 10000
+
+
+def test_simulate_button_spools_a_series_shown_in_the_acquisition_panel(qtbot, window, desk):
+    panel = window.panels["acquisition"]
+    panel.frames.setValue(20)
+    panel.rate.setValue(400)
+    panel.findChild(type(panel.stop_button), "simulateButton").click()
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 1 and panel.table.item(0, 1).text() == "complete",
+                    timeout=WAIT_MS)
+    assert panel.table.item(0, 2).text() == "20 / 20"
+    assert panel.latest.image is not None and panel.latest.image.shape == (128, 128)
+    assert panel.series.currentText() == desk.acquisitions[0].series
+    # no analysis back end in this cluster of one: the panel says so instead of failing later
+    assert not panel.launch_button.isEnabled() and "rule server" in panel.analysis_message.text()
+
+
+def test_preview_draws_localizations_and_exports_png_and_tiff(qtbot, tmp_path):
+    preview = QtPreview()
+    qtbot.addWidget(preview)
+    model = LocalizationPreview(1000, 500, pixel_nm=10)
+    rng = np.random.default_rng(1)
+    model.add(rng.uniform(0, 1000, 5000), rng.uniform(0, 500, 5000), rng.gamma(4, 500, 5000),
+              rng.uniform(5, 20, 5000))
+    preview.show_snapshot(model.snapshot())
+    assert "5,000 localizations" in preview.rate.text()
+    assert preview.image.image.shape == (100, 50) and preview.image.image.sum() == 5000
+    for name in ("render.png", "render.tif"):
+        preview.export(tmp_path / name)
+        saved = QImage(str(tmp_path / name))
+        assert (saved.width(), saved.height()) == (100, 50)
+
+
+def test_log_viewer_follows_searches_and_copies(qtbot):
+    viewer = QtLogViewer()
+    qtbot.addWidget(viewer)
+    viewer.set_lines(["one", "two"])
+    viewer.set_lines(["one", "two", "three error here"])
+    assert viewer.plain_text() == "one\ntwo\nthree error here"
+    viewer.search.setText("error")
+    assert viewer.find_next() and not viewer.follow.isChecked()
+    viewer.copy()
+    assert QApplication.clipboard().text() == "error"
+    viewer.search.setText("absent")
+    assert not viewer.find_next() and viewer.status.text() == "not found"
+    viewer.set_lines(["fresh start"])  # the tail rotated: the view is replaced
+    assert viewer.plain_text() == "fresh start"
+
+
+def settings(tmp_path, **changes):
+    values = dict(data_root=str(tmp_path / "data"), server_filter="lab", workers=None, token="",
+                  dataserver_port=15348, ruleserver_port=15346, nodeserver_port=15347)
+    values.update(changes)
+    return Settings(**values)
+
+
+def test_settings_dialog_refuses_invalid_values_and_saves_valid_ones(qtbot, tmp_path):
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("other-key: 5\n")
+    dialog = QtSettingsDialog(settings(tmp_path), config_file)
+    qtbot.addWidget(dialog)
+    dialog.ports["ruleserver_port"].setValue(15348)
+    dialog.server_filter.setText("bad name!")
+    dialog.accept()
+    assert dialog.result() != dialog.Accepted and dialog.saved_to is None
+    assert not dialog.errors["server_filter"].isHidden()
+    assert "differ" in dialog.errors["nodeserver_port"].text()
+    dialog.ports["ruleserver_port"].setValue(15346)
+    dialog.server_filter.setText("lab2")
+    dialog.workers.setValue(4)
+    dialog.accept()
+    assert dialog.saved_to == config_file
+    saved = yaml.safe_load(config_file.read_text())
+    assert saved["other-key"] == 5 and saved["dataserver-filter"] == "lab2"
+    assert saved["nodeserver-num_workers"] == 4 and "desk-cluster-token" not in saved
