@@ -1,6 +1,6 @@
 """The WebDAV share through a real WebDAV client library (webdav4) against real servers."""
 import io
-import json
+import time
 
 import httpx
 import pytest
@@ -129,7 +129,6 @@ def test_empty_put_then_content_as_windows_explorer_does(data_servers, make_dav)
     assert read(dav_client(dav), "explorer.txt") == b"the content"
     # an empty file whose content never comes is stored empty once the placeholder time is up
     assert httpx.put(dav.url + "really_empty.txt", content=b"", auth=auth).status_code == 201
-    import time
     time.sleep(0.6)
     assert dav_client(dav).exists("really_empty.txt")
     assert [s for s in data_servers if (s.root.path / "really_empty.txt").is_file()]
