@@ -84,8 +84,12 @@ def gaussian_filter(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def dog_noise_gain(lowpass: float, highpass: float) -> float:
-    """‖G_low − G_high‖₂ of the 2-D difference-of-Gaussians kernel (unit white noise → its SD)."""
-    g1, g2 = gaussian_kernel(lowpass), gaussian_kernel(highpass)
+    """‖G_low − G_high‖₂ of the 2-D difference-of-Gaussians kernel (‖G_low‖₂ when ``highpass``
+    <= 0): the standard deviation it gives unit white noise."""
+    g1 = gaussian_kernel(lowpass)
+    if highpass <= 0:
+        return float(g1 @ g1)
+    g2 = gaussian_kernel(highpass)
     size = max(g1.size, g2.size)
     a, b = np.zeros(size), np.zeros(size)
     a[(size - g1.size) // 2:][:g1.size] = g1

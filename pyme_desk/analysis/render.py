@@ -6,7 +6,7 @@ there, so a preview that receives results batch by batch costs only the new batc
 
 * ``"histogram"``: each localization adds 1 to the pixel it falls in;
 * ``"gaussian"``: each adds a unit-mass Gaussian blob whose sigma is its localization precision
-  (``fitError.x0``/``y0`` averaged; at least ``min_sigma_nm``), truncated at 3 sigma.
+  (``fitError.x0``/``y0`` averaged; at least ``min_sigma_nm``), truncated at 4 sigma.
 
 Filters drop localizations before drawing: ``min_photons``, ``max_precision_nm`` and, by
 default, anything whose fit did not converge (``resultCode`` != 0).  The image is indexed
@@ -57,7 +57,7 @@ def _gaussians(image, x, y, s):
     nx, ny = image.shape
     for k in range(x.size):
         sig = s[k]
-        reach = int(math.ceil(3.0 * sig))
+        reach = int(math.ceil(4.0 * sig))
         ci, cj = int(math.floor(x[k])), int(math.floor(y[k]))
         i0, i1 = max(ci - reach, 0), min(ci + reach + 1, nx)
         j0, j1 = max(cj - reach, 0), min(cj + reach + 1, ny)
