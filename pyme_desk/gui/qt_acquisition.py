@@ -139,6 +139,7 @@ class QtAcquisitionPanel(QtPanel):
         layout.addWidget(self.preview, 3)
         self.follow("acquisitions")
         self.follow("rules")
+        self.follow("analyses")
         reason = desk.analysis_unavailable()
         self.launch_button.setEnabled(not reason)
         self.analysis_message.setText(reason)
@@ -165,7 +166,7 @@ class QtAcquisitionPanel(QtPanel):
         settings = {"threshold": self.threshold.value(), "fit": self.fit.currentText().lower()}
         self.analysis_message.setText(f"launching analysis of {series} ...")
         run_task(self.desk.launch_analysis, series, settings,
-                 on_done=lambda rule: self.analysis_message.setText(f"analysis running (rule {rule})"),
+                 on_done=lambda run: self.analysis_message.setText(f"analysing {run.series}"),
                  on_error=lambda e: self.analysis_message.setText(f"cannot launch analysis: {e}"))
 
     # -- drawing -----------------------------------------------------------------------------
@@ -190,6 +191,23 @@ class QtAcquisitionPanel(QtPanel):
         if live:
             self.latest.set_frame(live[-1].latest_frame, auto_levels=False)
         self._draw_rules()
+        self._draw_analyses()
+
+    def _draw_analyses(self) -> None:
+        result = self.results.get("analyses")
+        analyses = result.value or () if result is not None else ()
+        if not analyses:
+            return
+        latest = analyses[-1]
+        if latest.error:
+            self.analysis_message.setText(f"analysis of {latest.series} failed: {latest.error}")
+        elif latest.rule_id:
+            self.analysis_message.setText(
+                f"analysis of {latest.series}: {latest.state}, {latest.tasks_completed} of "
+                f"{latest.frames_released} frames fitted" + (f", {latest.tasks_failed} failed" if latest.tasks_failed else ""))
+        if latest.preview is not None and (self.preview.snapshot is None
+                                           or latest.preview.localizations != self.preview.snapshot.localizations):
+            self.preview.show_snapshot(latest.preview)
 
     def _draw_rules(self) -> None:
         result = self.results.get("rules")

@@ -8,6 +8,7 @@ acquisitions and the local cluster.  Poller names are the keys of :data:`POLL_IN
 """
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Callable
 from pyme_desk.cluster import ClusterClient
 from pyme_desk.config import Config, user_config_dir
 from pyme_desk.model.acquisition import SimulatedAcquisition
+from pyme_desk.model.analysis import AnalysisRun
 from pyme_desk.model.files import FilesModel
 from pyme_desk.model.nodes import AttachedNodes, NodesModel
 from pyme_desk.model.poller import Poller, PollResult
@@ -23,31 +25,27 @@ from pyme_desk.model.rules import RulesModel
 from pyme_desk.model.services import InProcessCluster, ServiceControl
 
 #: poller name -> seconds between reads (the GUI refreshes at least this often).
-POLL_INTERVALS = {"services": 0.5, "nodes": 1.0, "acquisitions": 0.25, "rules": 1.0}
+POLL_INTERVALS = {"services": 0.5, "nodes": 1.0, "acquisitions": 0.25, "rules": 1.0, "analyses": 0.5}
 
 
 class Desk:
     """See the module docstring.
 
-    ``services``: the local cluster's control (default: an :class:`InProcessCluster` with one
-    data server for the config's data root).  ``discover``: find the cluster's other data
+    ``services``: the local cluster's control (default: :func:`default_services`).  ``discover``: find the cluster's other data
     servers over the network (else the client uses the local servers only).
     ``attached_file``: where attached node URLs are remembered (``None``: not remembered).
     """
 
     def __init__(self, config: Config, *, services: ServiceControl | None = None,
-                 discover: bool = True, attached_file: Path | None = None,
-                 rule_server_url: str | None = None) -> None:
+                 discover: bool = True, attached_file: Path | None = None) -> None:
         self.config = config
         self.discover = discover
-        self.services = services or InProcessCluster.data_server(
-            config.data_root, server_filter=config.server_filter,
-            advertise="local" if discover else "none", token=config.cluster_token)
+        self.services = services or default_services(config, discover)
         self.attached = AttachedNodes(attached_file)
-        self.rule_server_url = rule_server_url
         self.client: ClusterClient | None = None
         self.files: FilesModel | None = None
         self.acquisitions: list[SimulatedAcquisition] = []
+        self.analyses: list[AnalysisRun] = []
         self._listeners: dict[str, list[Callable[[PollResult], None]]] = {k: [] for k in POLL_INTERVALS}
         self._latest: dict[str, PollResult] = {}
         self._pollers: dict[str, Poller] = {}
@@ -68,17 +66,19 @@ class Desk:
         self.files = FilesModel(self.client)
         nodes = NodesModel(self.client, self.attached, token=self.config.cluster_token or "")
         reads: dict[str, Callable] = {"services": self.services.snapshot, "nodes": nodes.read,
-                                      "acquisitions": self.acquisition_snapshots}
-        if self.rule_server_url:
-            reads["rules"] = RulesModel(self.rule_server_url).read
+                                      "acquisitions": self.acquisition_snapshots,
+                                      "analyses": self.analysis_snapshots,
+                                      "rules": RulesModel(lambda: self.rule_server_url).read}
         for name, read in reads.items():
             self._pollers[name] = Poller(read, lambda r, n=name: self._publish(n, r),
                                          POLL_INTERVALS[name], name=name).start()
 
     def stop(self) -> None:
-        """Stop demo acquisitions, pollers and the local cluster (remote nodes keep running)."""
+        """Stop demo acquisitions, analyses, pollers and the local cluster (remote nodes keep running)."""
         for acquisition in self.acquisitions:
             acquisition.stop()
+        for analysis in self.analyses:
+            analysis.cancel()
         for poller in self._pollers.values():
             poller.stop()
         self._pollers.clear()
@@ -126,22 +126,34 @@ class Desk:
 
     def busy(self) -> list[str]:
         """What would be cut short by closing now (acquisitions spooling, analyses running)."""
-        return [f"acquisition {a.series}" for a in self.acquisitions if a.snapshot().running]
+        return ([f"acquisition {a.series}" for a in self.acquisitions if a.snapshot().running]
+                + [f"analysis of {a.series}" for a in self.analyses if a.snapshot().running])
+
+    @property
+    def rule_server_url(self) -> str:
+        """The local cluster's rule server ("" when it has none, or it is not running)."""
+        return next((s.url for s in self.services.snapshot() if s.name == "ruleserver" and s.url), "")
 
     def analysis_unavailable(self) -> str:
-        """Why localization analysis cannot be launched from the desk ("" once it can)."""
-        if self.rule_server_url is None:
+        """Why localization analysis cannot be launched from the desk ("" when it can)."""
+        names = {s.name for s in self.services.snapshot()}
+        if not {"ruleserver", "nodeserver"} <= names:
             return ("localization analysis needs a rule server and a node server in the local "
-                    "cluster; this build's cluster of one runs a data server only")
+                    "cluster; this cluster of one runs a data server only")
         return ""
 
-    def launch_analysis(self, series: str, settings: dict) -> str:
-        """Launch localization analysis of ``series``; returns the rule ID."""
-        reason = self.analysis_unavailable()
+    def launch_analysis(self, series: str, settings: dict) -> AnalysisRun:
+        """Start analysing cluster series ``series``; progress and preview via the analyses poller."""
+        reason = self.analysis_unavailable() or ("" if self.rule_server_url else "the rule server is not running")
         if reason:
             raise RuntimeError(reason)
-        from pyme_desk.analysis import launch  # the analysis room's launch API
-        return launch.launch_localization(self.client, self.rule_server_url, series, settings)
+        run = AnalysisRun(self.client, self.rule_server_url, series, settings).start()
+        self.analyses.append(run)
+        self.poke("analyses")
+        return run
+
+    def analysis_snapshots(self) -> tuple:
+        return tuple(a.snapshot() for a in self.analyses)
 
     def local_urls(self) -> list[str]:
         return [s.url for s in self.services.snapshot() if s.url and s.name.startswith("dataserver")]
@@ -153,6 +165,19 @@ class Desk:
                                  local_root=self.config.data_root)
         return ClusterClient(servers=self.local_urls(), server_filter=self.config.server_filter,
                              token=token, local_root=self.config.data_root)
+
+
+def default_services(config: Config, discover: bool = True, **supervisor_options) -> ServiceControl:
+    """The cluster of one: the supervisor's (data, rule and node server processes) when this
+    build has it, else a data server in this process."""
+    if importlib.util.find_spec("pyme_desk.supervisor") is not None:
+        from pyme_desk.model.supervised import SupervisedCluster
+        from pyme_desk.supervisor import Supervisor
+
+        workers = config.get("nodeserver-num_workers")
+        return SupervisedCluster(Supervisor(config.data_root, workers=workers, **supervisor_options))
+    return InProcessCluster.data_server(config.data_root, server_filter=config.server_filter,
+                                        advertise="local" if discover else "none", token=config.cluster_token)
 
 
 def default_attached_file() -> Path:

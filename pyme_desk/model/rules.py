@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -47,15 +47,21 @@ def _truthy(value: Any) -> bool:
 
 
 class RulesModel:
-    """Reads a rule server's progress report; :meth:`read` is a poller's read function."""
+    """Reads a rule server's progress report; :meth:`read` is a poller's read function.
 
-    def __init__(self, url: str, timeout: float = 1.0) -> None:
-        self.url = url.rstrip("/") + "/"
+    ``url`` returns the rule server's base URL, or "" while there is none (no rules then).
+    """
+
+    def __init__(self, url: Callable[[], str], timeout: float = 1.0) -> None:
+        self.url = url
         self.timeout = timeout
         self._session = requests.Session()
 
     def read(self) -> tuple[RuleProgress, ...]:
-        r = self._session.get(self.url + "distributor/queues", timeout=self.timeout)
+        base = self.url()
+        if not base:
+            return ()
+        r = self._session.get(base.rstrip("/") + "/distributor/queues", timeout=self.timeout)
         r.raise_for_status()
         return parse_queues(r.json())
 

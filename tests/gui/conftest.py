@@ -3,6 +3,8 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import importlib.util  # noqa: E402
+
 import pytest  # noqa: E402
 
 pytest.importorskip("PyQt5")
@@ -12,7 +14,10 @@ from PyQt5.QtGui import QFontInfo  # noqa: E402
 from PyQt5.QtWidgets import QApplication  # noqa: E402
 
 from pyme_desk.config import Config  # noqa: E402
-from pyme_desk.model.desk import Desk  # noqa: E402
+from pyme_desk.model.desk import Desk, default_services  # noqa: E402
+
+
+HAS_SUPERVISOR = importlib.util.find_spec("pyme_desk.supervisor") is not None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,9 +29,16 @@ def font_guard(qapp):
 
 @pytest.fixture
 def desk(data_root, tmp_path):
-    """A started desk over a cluster of one (an in-process data server on 127.0.0.1)."""
-    config = Config(values={"dataserver-root": str(data_root), "dataserver-filter": "guitest"}, env={})
-    d = Desk(config, discover=False, attached_file=tmp_path / "nodes.json")
+    """A started desk over the embedded cluster of one on 127.0.0.1: the supervisor's data, rule
+    and node servers (one worker), or an in-process data server where there is no supervisor."""
+    # No dataserver-filter: the supervisor's child processes read the default config, so the
+    # desk must use the same (default) cluster name as they do.
+    config = Config(values={"dataserver-root": str(data_root), "nodeserver-num_workers": 1})
+    options = {}
+    if HAS_SUPERVISOR:
+        options = dict(log_dir=tmp_path / "logs", state_dir=tmp_path / "state")
+    d = Desk(config, services=default_services(config, False, **options), discover=False,
+             attached_file=tmp_path / "nodes.json")
     d.start()
     yield d
     d.stop()

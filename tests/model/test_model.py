@@ -1,4 +1,5 @@
 """The Qt-free model layer against real data servers on 127.0.0.1."""
+import importlib.util
 import sys
 import threading
 import time
@@ -22,7 +23,8 @@ from pyme_desk.storage.server import DataServer
 @pytest.fixture
 def desk(data_root, tmp_path):
     config = Config(values={"dataserver-root": str(data_root), "dataserver-filter": "modeltest"}, env={})
-    d = Desk(config, discover=False, attached_file=tmp_path / "nodes.json")
+    services = InProcessCluster.data_server(data_root, server_filter="modeltest")
+    d = Desk(config, services=services, discover=False, attached_file=tmp_path / "nodes.json")
     d.start()
     yield d
     d.stop()
@@ -119,6 +121,24 @@ def test_nodes_model_reads_health_and_keeps_a_dead_node_as_unreachable(tmp_path)
     assert AttachedNodes(tmp_path / "nodes.json").urls() == [server.url]  # remembered
     attached.remove(server.url)
     assert model.read().nodes == ()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyme_desk.supervisor") is None, reason="no supervisor")
+def test_supervised_cluster_rows(tmp_path):
+    from pyme_desk.model.supervised import SupervisedCluster
+    from pyme_desk.supervisor import Supervisor
+
+    cluster = SupervisedCluster(Supervisor(tmp_path / "data", workers=1, log_dir=tmp_path / "logs",
+                                           state_dir=tmp_path / "state"), ready_timeout=30)
+    try:
+        assert cluster.start_all()
+        rows = {s.name: s for s in cluster.snapshot()}
+        assert {"dataserver", "ruleserver", "nodeserver"} <= set(rows)
+        assert all(r.state == READY and r.pid and r.url.startswith("http://127.0.0.1:") for r in rows.values())
+        cluster.stop("nodeserver")
+        assert {s.name: s.state for s in cluster.snapshot()}["nodeserver"] == STOPPED
+    finally:
+        cluster.shutdown()
 
 
 def test_node_urls_are_normalised_or_refused():
