@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webdav": ("pyme_desk.webdav.command", "serve the cluster as a WebDAV share (map it as a network drive)"),
     "webdav-user": ("pyme_desk.webdav.user_command", "add a user to the WebDAV users file"),
     "replicate": ("pyme_desk.replication.command", "keep every complete cluster file on N data servers"),
+    "cluster": ("pyme_desk.supervisor.cluster_command", "run the cluster of one (data, rule and node server) on this machine"),
+    "node": ("pyme_desk.supervisor.agent_command", "run this machine's services with a control API for the desk (node agent)"),
+    "install-service": ("pyme_desk.supervisor.install", "start the node agent at boot as this user (systemd / scheduled task)"),
+    "uninstall-service": ("pyme_desk.supervisor.uninstall_command", "remove the boot-time node agent"),
+    "doctor": ("pyme_desk.supervisor.doctor", "check this machine's cluster setup and say how to fix each problem"),
     "config": ("pyme_desk.config_command", "show the merged configuration and where it came from"),
     "install-shortcut": ("pyme_desk.gui.shortcut", "add PYME Desk to the start menu and the desktop"),
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 from pyme_desk.config import Config, read_token_file
 from pyme_desk.discovery.addresses import is_loopback
 from pyme_desk.errors import UsageError, refuse_root
+from pyme_desk.lifeline import exit_with_stdin
 from pyme_desk.logs import configure_service_logging
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                         h5r_flush_interval=float(config.get("h5r-flush_interval")))
     stop = threading.Event()
     _install_signal_handlers(stop)
+    exit_with_stdin(stop.set)  # a supervisor's child stops when the supervisor goes away
     server.start()
     if args.port_file:
         write_port_file(args.port_file, server.url, server.port)
