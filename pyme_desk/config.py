@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "desk-static-dataservers": [],  # list of URLs always included in discovery
     "desk-ruleserver-task-timeout": 600,  # s a task may run before it is handed out again
     "desk-ruleserver-journal": None,  # None -> per-user state dir
+    "desk-webdav-users": None,  # None -> ~/.PYME/webdav-users
 }
 
 

@@ -107,6 +107,11 @@ class OpenHDF5Files:
             entry = self._open.get(Path(path).resolve())
             return entry is not None and entry.writable
 
+    def writing(self) -> list[Path]:
+        """Every file held open for appending right now."""
+        with HDF5_LOCK:
+            return [key for key, entry in self._open.items() if entry.writable]
+
     def flush(self, path: Path | None = None) -> None:
         """Write buffered data of one file (or of every open file) to disk."""
         with HDF5_LOCK:
@@ -167,6 +172,10 @@ class HDF5Store:
     def is_open(self, path: Path) -> bool:
         """True while the file is held open for appending (listings may flag it as growing)."""
         return self._files.is_writing(path)
+
+    def open_files(self) -> list[Path]:
+        """The files held open for appending right now (not safe to copy yet)."""
+        return self._files.writing()
 
     def flush(self, path: Path | None = None) -> None:
         """Write buffered data of one file, or of all open files, to disk now."""

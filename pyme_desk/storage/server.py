@@ -151,16 +151,23 @@ class DataServerApp:
                 os.close(fd)
                 fd = -1
                 return await self._get_container_part(req, target)
-            headers = [("Last-Modified", http_date(st.st_mtime))]
+            headers = [("Last-Modified", http_date(st.st_mtime)), ("Accept-Ranges", "bytes")]
             ctype = content_type(fs.name)
-            if st.st_size <= SMALL_FILE:  # one read, one write: no sendfile round trips
+            status, start, length = 200, 0, st.st_size
+            wanted = byte_range(req.header("range"), st.st_size)
+            if wanted is not None:
+                status, (start, length) = 206, wanted
+                headers.append(("Content-Range", f"bytes {start}-{start + length - 1}/{st.st_size}"))
+            if length <= SMALL_FILE:  # one read, one write: no sendfile round trips
                 with os.fdopen(fd, "rb", buffering=0) as f:
                     fd = -1
-                    body = f.read(st.st_size + 1)
-                return Response(200, body, ctype, headers=headers)
+                    f.seek(start)
+                    body = f.read(length)
+                return Response(status, body, ctype, headers=headers)
             f = os.fdopen(fd, "rb", buffering=0)
             fd = -1
-            return Response(200, content_type=ctype, file=f, file_size=st.st_size, headers=headers)
+            return Response(status, content_type=ctype, file=f, file_offset=start, file_size=length,
+                            headers=headers)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -353,6 +360,37 @@ def _body(sink) -> bytes:
     return sink.body()
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, length) of a single ``Range: bytes=a-b`` request; None means the whole file.
+
+    Ranges we do not serve (several ranges, other units) fall back to the whole file, which
+    RFC 9110 allows; a range wholly past the end is a 416.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":  # suffix: the last N bytes
+            n = int(last)
+            if n <= 0:
+                raise ValueError
+            start = max(size - n, 0)
+            end = size - 1
+        else:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or start < 0:
+        raise HTTPError(416, f"range starts past the end of the file ({size} bytes)")
+    if end < start:
+        return None
+    return start, end - start + 1
+
+
 def _split_container(rel: str, suffixes: tuple[str, ...], allow_bare: bool = False):
     """Split ``a/b.h5r/Table`` into (``a/b.h5r``, ``Table``); None if no container in the path."""
     parts = rel.split("/")
@@ -477,8 +515,11 @@ class DataServer:
         self.executor.shutdown(wait=True)
 
     def _status_extra(self) -> dict:
+        open_files = self.h5r.open_files() + self.h5.open_files()
         return {"Filter": self.server_filter, "Root": str(self.root.path),
-                "TokenRequired": self.required_token is not None}
+                "TokenRequired": self.required_token is not None,
+                # results and series files still being appended to: not complete, do not copy
+                "OpenForAppend": sorted(self.root.relative(p) for p in open_files)}
 
     def _start_advertising(self, port: int) -> None:
         if self.advertise == "none":

@@ -141,8 +141,9 @@ class Response:
     body: bytes = b""
     content_type: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
-    file: BinaryIO | None = None  # send this open file (``file_size`` bytes), then close it
+    file: BinaryIO | None = None  # send this open file (``file_size`` bytes from ``file_offset``), then close it
     file_size: int = 0
+    file_offset: int = 0
     head_only: bool = False  # HEAD: headers as for GET, no body
 
     @classmethod
@@ -422,12 +423,12 @@ class HTTPConnection(asyncio.BufferedProtocol):
                 self.transport.write(resp.body)
         else:
             self.transport.write(head)
-            await self._send_file(resp.file, resp.file_size)
+            await self._send_file(resp.file, resp.file_offset, resp.file_size)
         await self.can_write.wait()
 
-    async def _send_file(self, f: BinaryIO, size: int) -> None:
+    async def _send_file(self, f: BinaryIO, offset: int, size: int) -> None:
         try:
-            await self.loop.sendfile(self.transport, f, 0, size)
+            await self.loop.sendfile(self.transport, f, offset, size)
         except (ConnectionError, OSError) as e:
             log.info("sending %s to %s stopped: %s", getattr(f, "name", "a file"), self.peer, e)
             self._close()

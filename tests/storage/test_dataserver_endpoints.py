@@ -223,3 +223,19 @@ def test_under_load_nothing_fails_and_status_stays_fast(server, data_root):
     status_times.sort()
     # the server shares 2 cores with 7 busy client threads here; the median is what a user sees
     assert status_times[len(status_times) // 2] < 0.05
+
+
+def test_status_lists_files_open_for_append(server, session):
+    session.put(server.url + "__aggregate_h5r/o/open.h5r/FitResults", data=npy_bytes(fit_rows(2, 1)))
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        doc = session.get(server.url + "__status").json()
+        if doc["Desk"].get("OpenForAppend"):
+            break
+        time.sleep(0.05)
+    assert doc["Desk"]["OpenForAppend"] == ["o/open.h5r"]
+    server.h5r.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and session.get(server.url + "__status").json()["Desk"]["OpenForAppend"]:
+        time.sleep(0.05)
+    assert session.get(server.url + "__status").json()["Desk"]["OpenForAppend"] == []

@@ -233,3 +233,19 @@ def test_off_loopback_without_token_refuses_to_start(data_root):
 
     with pytest.raises(UsageError, match="token"):
         DataServer(data_root, bind="0.0.0.0")
+
+
+def test_range_requests(server, session):
+    body = bytes(range(256)) * 2000  # 512000 bytes: over the small-file limit
+    session.put(server.url + "r/big.bin", data=body)
+    session.put(server.url + "r/small.bin", data=body[:1000])
+    r = session.get(server.url + "r/big.bin", headers={"Range": "bytes=1000-299999"})
+    assert r.status_code == 206 and r.content == body[1000:300000]
+    assert r.headers["Content-Range"] == f"bytes 1000-299999/{len(body)}"
+    r = session.get(server.url + "r/small.bin", headers={"Range": "bytes=-10"})
+    assert r.status_code == 206 and r.content == body[990:1000]
+    r = session.get(server.url + "r/small.bin", headers={"Range": "bytes=900-"})
+    assert r.status_code == 206 and r.content == body[900:1000]
+    assert session.get(server.url + "r/small.bin", headers={"Range": "bytes=5000-"}).status_code == 416
+    r = session.get(server.url + "r/small.bin", headers={"Range": "bytes=0-1,5-6"})
+    assert r.status_code == 200 and r.content == body[:1000]  # several ranges: whole file
