@@ -153,6 +153,9 @@ class Replicator:
         alive = [url for url in self.client.servers() if statuses.get(url, {}).get("Responsive")]
         inventory = self._inventory(alive)
         free = {url: free_bytes(statuses[url]) for url in alive}
+        # files a data server still appends to (pyme-desk servers list them in __status)
+        appending = {path for url in alive
+                     for path in (statuses[url].get("Desk") or {}).get("OpenForAppend", ())}
         waiting: list[dict] = []
         mismatched: list[dict] = []
         to_copy: list[tuple[str, int, list[str], str]] = []  # path, size, holders, target
@@ -165,7 +168,8 @@ class Replicator:
                 replicated += 1
                 continue
             size = next(iter(held.values()))
-            reason = self._not_ready(path, inventory, list(held))
+            reason = ("the data server is still appending to it" if path in appending
+                      else self._not_ready(path, inventory, list(held)))
             if reason is None:
                 targets = choose_targets(size, self.copies - len(held), [u for u in alive if u not in held],
                                          free, self.disk_margin)
