@@ -31,14 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     from pyme_desk.config import Config
     from pyme_desk.gui.app import QtMainWindow
     from pyme_desk.gui.qt_resources import app_icon, style_sheet
-    from pyme_desk.model.desk import Desk
+    from pyme_desk.model.desk import Desk, default_services
 
     app = QApplication(sys.argv[:1])
     app.setWindowIcon(app_icon())
     app.setStyleSheet(style_sheet())
     root = args.root or Path(tempfile.mkdtemp(prefix="pyme-desk-screens-"))
-    config = Config(values={"dataserver-root": str(root), "dataserver-filter": "demo-lab"})
-    desk = Desk(config, discover=False)
+    config = Config(values={"dataserver-root": str(root / "data"), "nodeserver-num_workers": 2})
+    desk = Desk(config, services=default_services(config, False, log_dir=root / "logs", state_dir=root / "state"),
+                discover=False)
     desk.start()
     window = QtMainWindow(desk)
     window.resize(1400, 900)
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     while not first.wait(0.05):
         pump(0.05)
     desk.simulate("demo/2026_11_25/cells_002", n_frames=100000, frame_rate=50, width=128, height=128)
+    if not desk.analysis_unavailable():
+        desk.launch_analysis("demo/2026_11_25/cells_001", {"threshold": 3.0, "fit": "cpu"})
     files = window.panels["files"]
     pump(2.0)
     files.open("demo/2026_11_25")

@@ -59,6 +59,8 @@ class QtMainWindow(QMainWindow):
             bridge = QtPollBridge(desk, name, self)
             bridge.result.connect(lambda r, n=name: self._update_health(n, r))
         self.stopped = False
+        if desk.start_error:
+            self.notify(desk.start_error)
 
     def _update_health(self, name: str, result) -> None:
         if result.value is not None:

@@ -18,6 +18,7 @@ from pyme_desk.cluster import ClusterClient
 from pyme_desk.config import Config, user_config_dir
 from pyme_desk.model.acquisition import SimulatedAcquisition
 from pyme_desk.model.analysis import AnalysisRun
+from pyme_desk.model.errors import describe
 from pyme_desk.model.files import FilesModel
 from pyme_desk.model.nodes import AttachedNodes, NodesModel
 from pyme_desk.model.poller import Poller, PollResult
@@ -46,6 +47,7 @@ class Desk:
         self.files: FilesModel | None = None
         self.acquisitions: list[SimulatedAcquisition] = []
         self.analyses: list[AnalysisRun] = []
+        self.start_error = ""  # why the local cluster did not start, if it did not
         self._listeners: dict[str, list[Callable[[PollResult], None]]] = {k: [] for k in POLL_INTERVALS}
         self._latest: dict[str, PollResult] = {}
         self._pollers: dict[str, Poller] = {}
@@ -60,8 +62,8 @@ class Desk:
         if start_all is not None:
             try:
                 start_all()
-            except Exception:  # shown as a failed service in the Services panel
-                pass
+            except Exception as exc:  # the window shows it; the rest of the desk still comes up
+                self.start_error = f"the local cluster did not start: {describe(exc)}"
         self.client = self._make_client()
         self.files = FilesModel(self.client)
         nodes = NodesModel(self.client, self.attached, token=self.config.cluster_token or "")

@@ -1,0 +1,117 @@
+"""GUI benchmark: launch time, event-loop latency during a simulated acquisition, GUI memory.
+
+    python benchmarks/gui.py [--seconds 30] [--memory-seconds 0]
+
+Starts the embedded cluster of one on a temporary data root (offscreen when there is no
+display), measures the time from start to a shown window whose cluster is ready, then runs a
+simulated acquisition (plus its analysis, when the node can fit) while a 5 ms QTimer measures
+how late the event loop serves it (latency = actual - expected interval).  With
+``--memory-seconds`` the window keeps updating that long and the RSS growth is reported.
+Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TICK_MS = 5
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="latency measurement time")
+    parser.add_argument("--memory-seconds", type=float, default=0.0, help="then run this long, measure RSS")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import psutil
+    from PyQt5.QtCore import QElapsedTimer, QTimer
+    from PyQt5.QtWidgets import QApplication
+
+    from pyme_desk.config import Config
+    from pyme_desk.gui.app import QtMainWindow
+    from pyme_desk.model.desk import Desk, default_services
+
+    app = QApplication(sys.argv[:1])
+    tmp = Path(tempfile.mkdtemp(prefix="pyme-desk-bench-"))
+    config = Config(values={"dataserver-root": str(tmp / "data")})
+    t0 = time.perf_counter()
+    desk = Desk(config, services=default_services(config, False, log_dir=tmp / "logs", state_dir=tmp / "state"),
+                discover=False)
+    desk.start()
+    window = QtMainWindow(desk)
+    window.show()
+    app.processEvents()
+    launch_s = time.perf_counter() - t0
+
+    late: list[float] = []
+    clock = QElapsedTimer()
+    clock.start()
+    last = [clock.nsecsElapsed()]
+
+    def tick() -> None:
+        now = clock.nsecsElapsed()
+        late.append(max((now - last[0]) / 1e6 - TICK_MS, 0.0))
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(TICK_MS)
+    acquisition = desk.simulate("bench/acq", n_frames=100000, frame_rate=100, width=256, height=256)
+    analysed = False
+    if not desk.analysis_unavailable():
+        time.sleep(1.0)
+        desk.launch_analysis("bench/acq", {"threshold": 3.0, "fit": "cpu"})
+        analysed = True
+    window.tabs.setCurrentWidget(window.panels["acquisition"])
+
+    def run_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.001)
+
+    run_for(2.0)  # warm-up: first frames, numba compilation, first listings
+    late.clear()
+    last[0] = clock.nsecsElapsed()
+    run_for(args.seconds)
+    latency = np.array(late)
+    process = psutil.Process()
+    rss_start = process.memory_info().rss
+    if args.memory_seconds:
+        run_for(args.memory_seconds)
+    rss_end = process.memory_info().rss
+    snap = acquisition.snapshot()
+    analyses = desk.analysis_snapshots()
+    result = {
+        "benchmark": "gui",
+        "launch_to_ready_window_s": round(launch_s, 3),
+        "services": {s.name: s.state for s in desk.services.snapshot()},
+        "event_loop_latency_ms": {"p50": round(float(np.percentile(latency, 50)), 2),
+                                  "p99": round(float(np.percentile(latency, 99)), 2),
+                                  "max": round(float(latency.max()), 2), "samples": int(latency.size)},
+        "acquisition": {"frames_stored": snap.frames_stored, "frames_per_s": round(snap.frames_per_s, 1),
+                        "mb_per_s": round(snap.mb_per_s, 2), "frame": "256x256"},
+        "analysis": ({"state": analyses[-1].state, "tasks_completed": analyses[-1].tasks_completed,
+                      "tasks_failed": analyses[-1].tasks_failed} if analysed and analyses else None),
+        "rss_mb": {"after_latency_run": round(rss_start / 2**20, 1), "after_memory_run": round(rss_end / 2**20, 1),
+                   "memory_seconds": args.memory_seconds},
+    }
+    timer.stop()
+    window.shutdown()
+    window.deleteLater()
+    app.processEvents()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
