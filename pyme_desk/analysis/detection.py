@@ -51,23 +51,40 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
+@numba.njit(cache=True, inline="always")
+def _mirror(k, n):
+    """Index ``k`` reflected into ``[0, n)`` (edge pixels repeated: ``-1 -> 0``, ``n -> n - 1``)."""
+    if k < 0:
+        k = -k - 1
+    elif k >= n:
+        k = 2 * n - k - 1
+    return min(max(k, 0), n - 1)
+
+
 @numba.njit(cache=True, parallel=True)
-def _convolve_rows(image, kernel, out):
-    """Convolve along axis 1 with mirrored edges."""
+def _separable_blur(image, kernel, tmp, out):
+    """Convolve with ``kernel`` along both axes (mirrored edges), without transposing."""
     nx, ny = image.shape
     r = kernel.size // 2
-    for i in numba.prange(nx):
+    for i in numba.prange(nx):  # along y (contiguous); interior without edge tests
+        row = image[i]
         for j in range(ny):
             acc = 0.0
-            for k in range(kernel.size):
-                jj = j + k - r
-                if jj < 0:
-                    jj = -jj - 1
-                elif jj >= ny:
-                    jj = 2 * ny - jj - 1
-                jj = min(max(jj, 0), ny - 1)
-                acc += kernel[k] * image[i, jj]
-            out[i, j] = acc
+            if r <= j < ny - r:
+                for k in range(kernel.size):
+                    acc += kernel[k] * row[j + k - r]
+            else:
+                for k in range(kernel.size):
+                    acc += kernel[k] * row[_mirror(j + k - r, ny)]
+            tmp[i, j] = acc
+    for i in numba.prange(nx):  # along x: whole rows at a time, vectorised over y
+        dst = out[i]
+        dst[:] = 0.0
+        for k in range(kernel.size):
+            src = tmp[_mirror(i + k - r, nx)]
+            w = kernel[k]
+            for j in range(ny):
+                dst[j] += w * src[j]
 
 
 def gaussian_filter(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -77,10 +94,9 @@ def gaussian_filter(image: np.ndarray, sigma: float) -> np.ndarray:
     if kernel.size == 1:
         return image.copy()
     tmp = np.empty_like(image)
-    _convolve_rows(image, kernel, tmp)
-    out = np.empty(image.shape[::-1], np.float32)
-    _convolve_rows(np.ascontiguousarray(tmp.T), kernel, out)
-    return np.ascontiguousarray(out.T)
+    out = np.empty_like(image)
+    _separable_blur(image, kernel, tmp, out)
+    return out
 
 
 def dog_noise_gain(lowpass: float, highpass: float) -> float:

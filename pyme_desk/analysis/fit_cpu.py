@@ -33,7 +33,7 @@ NOT_FINITE = 4  # NaN or infinite data or estimate
 SIGMA_LIMITS = (0.3, 10.0)
 DEFAULT_MAX_ITERATIONS = 30
 #: Convergence: every step below this (pixels for x, y, sigma; relative for photons, background).
-DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE = 1e-3
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -77,25 +77,37 @@ def _axis(centre, sigma, size, e, de, ds, want_sigma):
         lo, erf_lo, g_lo = hi, erf_hi, g_hi
 
 
-@numba.njit(cache=True, inline="always")
-def _evaluate(roi, var, theta, nparam, ex, dex, dsx, ey, dey, dsy, j, grad, hess, compute):
-    """Log-likelihood at ``theta`` (up to a data-only constant); with ``compute`` also the
-    gradient and Fisher information.  Returns -inf where the model is not positive."""
+_FAST = {"contract", "arcp", "nsz", "reassoc"}  # no nnan/ninf: the finiteness checks must stay
+
+
+@numba.njit(cache=True, fastmath=_FAST, inline="always")
+def _evaluate(roi, var, theta, nparam, ex, dex, dsx, ey, dey, dsy, grad, hess):
+    """Log-likelihood at ``theta`` (up to a data-only constant), its gradient and the Fisher
+    information (into ``grad``/``hess``).  Returns -inf where the model is not positive.
+
+    Sums run in scalar accumulators (registers); with sigma fixed its column is zero.
+    """
     size = roi.shape[0]
     x, y, n, b, s = theta[0], theta[1], theta[2], theta[3], theta[4]
     want_sigma = nparam == 5
     _axis(x, s, size, ex, dex, dsx, want_sigma)
     _axis(y, s, size, ey, dey, dsy, want_sigma)
-    if compute:
-        for k in range(nparam):
-            grad[k] = 0.0
-            for m in range(nparam):
-                hess[k, m] = 0.0
+    if not want_sigma:
+        for i in range(size):
+            dsx[i] = 0.0
+            dsy[i] = 0.0
     llh = 0.0
+    g0 = g1 = g2 = g3 = g4 = 0.0
+    h00 = h10 = h11 = h20 = h21 = h22 = h30 = h31 = h32 = h33 = 0.0
+    h40 = h41 = h42 = h43 = h44 = 0.0
     for i in range(size):
+        exi = ex[i]
+        ndexi = n * dex[i]
+        ndsxi = n * dsx[i]
         for jj in range(size):
             v = var[i, jj]
-            pe = ex[i] * ey[jj]
+            eyj = ey[jj]
+            pe = exi * eyj
             mu = b + n * pe + v
             if not mu > 0.0:
                 return -np.inf
@@ -104,24 +116,48 @@ def _evaluate(roi, var, theta, nparam, ex, dex, dsx, ey, dey, dsy, j, grad, hess
                 llh += d * math.log(mu) - mu
             else:
                 llh -= mu
-            if compute:
-                j[0] = n * dex[i] * ey[jj]
-                j[1] = n * ex[i] * dey[jj]
-                j[2] = pe
-                j[3] = 1.0
-                if want_sigma:
-                    j[4] = n * (dsx[i] * ey[jj] + ex[i] * dsy[jj])
-                inv = 1.0 / mu
-                r = d * inv - 1.0
-                for k in range(nparam):
-                    grad[k] += r * j[k]
-                    jk = j[k] * inv
-                    for m in range(k + 1):
-                        hess[k, m] += jk * j[m]
-    if compute:
-        for k in range(nparam):
-            for m in range(k):
-                hess[m, k] = hess[k, m]
+            j0 = ndexi * eyj
+            j1 = n * exi * dey[jj]
+            j2 = pe
+            j4 = ndsxi * eyj + n * exi * dsy[jj]
+            inv = 1.0 / mu
+            r = d * inv - 1.0
+            g0 += r * j0
+            g1 += r * j1
+            g2 += r * j2
+            g3 += r
+            g4 += r * j4
+            w0 = j0 * inv
+            w1 = j1 * inv
+            w2 = j2 * inv
+            w4 = j4 * inv
+            h00 += w0 * j0
+            h10 += w1 * j0
+            h11 += w1 * j1
+            h20 += w2 * j0
+            h21 += w2 * j1
+            h22 += w2 * j2
+            h30 += w0
+            h31 += w1
+            h32 += w2
+            h33 += inv
+            h40 += w4 * j0
+            h41 += w4 * j1
+            h42 += w4 * j2
+            h43 += w4
+            h44 += w4 * j4
+    grad[0], grad[1], grad[2], grad[3], grad[4] = g0, g1, g2, g3, g4
+    hess[0, 0], hess[1, 1], hess[2, 2], hess[3, 3], hess[4, 4] = h00, h11, h22, h33, h44
+    hess[1, 0] = hess[0, 1] = h10
+    hess[2, 0] = hess[0, 2] = h20
+    hess[2, 1] = hess[1, 2] = h21
+    hess[3, 0] = hess[0, 3] = h30
+    hess[3, 1] = hess[1, 3] = h31
+    hess[3, 2] = hess[2, 3] = h32
+    hess[4, 0] = hess[0, 4] = h40
+    hess[4, 1] = hess[1, 4] = h41
+    hess[4, 2] = hess[2, 4] = h42
+    hess[4, 3] = hess[3, 4] = h43
     return llh
 
 
@@ -200,7 +236,6 @@ def _fit_one(roi, var, sigma, nparam, sigma_lo, sigma_hi, max_iter, tol, theta, 
     step = scratch_1d[7]
     trial = scratch_1d[8]
     trial_grad = scratch_1d[9]
-    j = scratch_1d[10]
     hess = mats[0]
     trial_hess = mats[1]
     damped = mats[2]
@@ -213,7 +248,7 @@ def _fit_one(roi, var, sigma, nparam, sigma_lo, sigma_hi, max_iter, tol, theta, 
                     err[k] = np.nan
                 return np.nan, 0, NOT_FINITE
     _initial(roi, var, sigma, theta)
-    llh = _evaluate(roi, var, theta, nparam, ex, dex, dsx, ey, dey, dsy, j, grad, hess, True)
+    llh = _evaluate(roi, var, theta, nparam, ex, dex, dsx, ey, dey, dsy, grad, hess)
     lam = 1e-3
     code = MAX_ITERATIONS
     iterations = 0
@@ -239,8 +274,8 @@ def _fit_one(roi, var, sigma, nparam, sigma_lo, sigma_hi, max_iter, tol, theta, 
                 trial[3] = 0.1 * theta[3]
             if nparam == 5:
                 trial[4] = min(max(trial[4], sigma_lo), sigma_hi)
-            new_llh = _evaluate(roi, var, trial, nparam, ex, dex, dsx, ey, dey, dsy, j, trial_grad,
-                                trial_hess, True)
+            new_llh = _evaluate(roi, var, trial, nparam, ex, dex, dsx, ey, dey, dsy, trial_grad,
+                                trial_hess)
             if new_llh >= llh:
                 accepted = True
                 break
@@ -299,7 +334,7 @@ def _fit_all(rois, var, per_roi_var, sigmas, nparam, sigma_lo, sigma_hi, max_ite
     size = rois.shape[1]
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for block in numba.prange(n_blocks):
-        scratch = np.empty((11, max(size, 5)))
+        scratch = np.empty((10, max(size, 5)))
         mats = np.zeros((4, 5, 5))
         theta = np.empty(5)
         err = np.empty(5)

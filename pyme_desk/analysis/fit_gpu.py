@@ -51,30 +51,36 @@ __device__ double evaluate(const float *roi, const float *var, int size, const d
     const bool want_s = (np == 5);
     axis(t[0], t[4], size, ex, dex, dsx, want_s);
     axis(t[1], t[4], size, ey, dey, dsy, want_s);
-    for (int k = 0; k < np; ++k) { grad[k] = 0.0; for (int m = 0; m < np; ++m) hess[k * 5 + m] = 0.0; }
-    double llh = 0.0, j[5];
+    if (!want_s) for (int i = 0; i < size; ++i) { dsx[i] = 0.0; dsy[i] = 0.0; }
+    const double n = t[2], b = t[3];
+    double llh = 0.0, g0 = 0, g1 = 0, g2 = 0, g3 = 0, g4 = 0;
+    double h00 = 0, h10 = 0, h11 = 0, h20 = 0, h21 = 0, h22 = 0, h30 = 0, h31 = 0, h32 = 0, h33 = 0;
+    double h40 = 0, h41 = 0, h42 = 0, h43 = 0, h44 = 0;
     for (int i = 0; i < size; ++i) {
+        const double exi = ex[i], ndexi = n * dex[i], ndsxi = n * dsx[i];
         for (int q = 0; q < size; ++q) {
             const double v = var[i * size + q];
-            const double pe = ex[i] * ey[q];
-            const double mu = t[3] + t[2] * pe + v;
+            const double eyq = ey[q];
+            const double pe = exi * eyq;
+            const double mu = b + n * pe + v;
             if (!(mu > 0.0)) return -INFINITY;
             const double d = roi[i * size + q] + v;
             llh += (d > 0.0) ? d * log(mu) - mu : -mu;
-            j[0] = t[2] * dex[i] * ey[q];
-            j[1] = t[2] * ex[i] * dey[q];
-            j[2] = pe;
-            j[3] = 1.0;
-            if (want_s) j[4] = t[2] * (dsx[i] * ey[q] + ex[i] * dsy[q]);
+            const double j0 = ndexi * eyq, j1 = n * exi * dey[q], j2 = pe;
+            const double j4 = ndsxi * eyq + n * exi * dsy[q];
             const double inv = 1.0 / mu, r = d * inv - 1.0;
-            for (int k = 0; k < np; ++k) {
-                grad[k] += r * j[k];
-                const double jk = j[k] * inv;
-                for (int m = 0; m <= k; ++m) hess[k * 5 + m] += jk * j[m];
-            }
+            g0 += r * j0; g1 += r * j1; g2 += r * j2; g3 += r; g4 += r * j4;
+            const double w0 = j0 * inv, w1 = j1 * inv, w2 = j2 * inv, w4 = j4 * inv;
+            h00 += w0 * j0; h10 += w1 * j0; h11 += w1 * j1; h20 += w2 * j0; h21 += w2 * j1; h22 += w2 * j2;
+            h30 += w0; h31 += w1; h32 += w2; h33 += inv;
+            h40 += w4 * j0; h41 += w4 * j1; h42 += w4 * j2; h43 += w4; h44 += w4 * j4;
         }
     }
-    for (int k = 0; k < np; ++k) for (int m = 0; m < k; ++m) hess[m * 5 + k] = hess[k * 5 + m];
+    grad[0] = g0; grad[1] = g1; grad[2] = g2; grad[3] = g3; grad[4] = g4;
+    hess[0] = h00; hess[6] = h11; hess[12] = h22; hess[18] = h33; hess[24] = h44;
+    hess[5] = hess[1] = h10; hess[10] = hess[2] = h20; hess[11] = hess[7] = h21;
+    hess[15] = hess[3] = h30; hess[16] = hess[8] = h31; hess[17] = hess[13] = h32;
+    hess[20] = hess[4] = h40; hess[21] = hess[9] = h41; hess[22] = hess[14] = h42; hess[23] = hess[19] = h43;
     return llh;
 }
 
