@@ -9,6 +9,8 @@ command with exit code 1 and its reason.
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import signal
 import sys
 import threading
@@ -137,12 +139,14 @@ class _StatusLine:
 
 
 def _desktop_app():
-    """The desktop app's entry point, or None when Qt cannot be imported."""
-    try:
-        from pyme_desk.gui.app import run_gui
+    """The desktop app's entry point, or None without a display or without Qt."""
+    if sys.platform.startswith("linux") and not any(
+            os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        return None
+    try:  # imported by name: nothing outside pyme_desk.gui imports Qt
+        return importlib.import_module("pyme_desk.gui.app").run_gui
     except ImportError:
         return None
-    return run_gui
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -19,7 +19,8 @@ Qt-free; the GUI embeds it and the ``cluster`` and ``node`` commands run it head
 * One cluster per data root (:class:`~pyme_desk.supervisor.lock.RootLock`); never as root.
 
 Everything the outside sees is a :class:`ClusterSnapshot` (immutable); listeners added with
-:meth:`Supervisor.add_listener` get one after every change, on the supervisor's thread.
+:meth:`Supervisor.add_listener` get one after every change, on the thread that made it (the
+supervisor's own, or a caller of ``start_service``/``stop_service``); they must be quick.
 """
 from __future__ import annotations
 
@@ -198,8 +199,8 @@ class Supervisor:
                 self._changed.wait(left)
 
     def wait_for(self, name: str, states: Iterable[ServiceState], timeout: float) -> ServiceStatus:
-        """Wait until service ``name`` is in one of ``states``; returns its status either way."""
-        wanted = set(states)
+        """Wait until service ``name`` is in one of ``states`` (names or members); returns its status."""
+        wanted = {ServiceState(state) for state in states}
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -210,7 +211,7 @@ class Supervisor:
                 self._changed.wait(left)
 
     def add_listener(self, listener: Callable[[ClusterSnapshot], None]) -> None:
-        """Call ``listener(snapshot)`` after every state change (on the supervisor's thread)."""
+        """Call ``listener(snapshot)`` after every state change (see the module docstring)."""
         with self._lock:
             self._listeners.append(listener)
 

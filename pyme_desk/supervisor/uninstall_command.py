@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pyme_desk.config import Config
-from pyme_desk.supervisor.install import SERVICE_NAME, run_commands, default_unit_dir, uninstall_commands
+from pyme_desk.supervisor.install import SERVICE_NAME, default_unit_dir, run_commands, uninstall_commands
 from pyme_desk.supervisor.lock import default_state_dir
 
 

@@ -1,0 +1,59 @@
+"""The whole cluster of one (data → rule → node server) under the supervisor."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from pyme_desk.supervisor import ServiceState
+
+from .conftest import alive, process_tree, wait_for
+
+NOOP = json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop"})
+
+
+@pytest.fixture
+def cluster(make_supervisor, data_root):
+    sv = make_supervisor(data_root, workers=1)
+    assert sv.wait_ready(30), sv.snapshot()
+    return sv
+
+
+def run_rule(rule_url: str, n: int, timeout: float = 20) -> dict:
+    r = requests.post(rule_url + "add_integer_id_rule", params={"max_tasks": n, "release_start": 0, "release_end": n},
+                      data=json.dumps({"template": NOOP}), timeout=10)
+    assert r.status_code == 200, r.text
+    rule_id = r.json()["ruleID"]
+
+    def finished():
+        info = requests.get(rule_url + "distributor/queues", timeout=10).json()["result"][rule_id]
+        return info if info["finished"] else None
+    return wait_for(finished, timeout, f"rule {rule_id} to finish", interval=0.1)
+
+
+def test_serves_files_and_runs_a_rule_to_the_end(cluster):
+    snap = cluster.snapshot()
+    data, rule = snap.service("dataserver").url, snap.service("ruleserver").url
+    assert requests.put(data + "a/b.txt", data=b"x", timeout=5).status_code == 200
+    assert requests.get(data + "a/b.txt", timeout=5).content == b"x"
+    info = run_rule(rule, 5)
+    assert info["tasksCompleted"] == 5 and info["tasksFailed"] == 0
+
+
+@pytest.mark.parametrize("name", ["ruleserver", "nodeserver"])
+def test_kill_9_of_a_server_restarts_it_within_2_s(cluster, name):
+    before = cluster.snapshot().service(name)
+    tree = process_tree([before.pid])
+    os.kill(before.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    after = wait_for(lambda: (lambda s: s if s.state is ServiceState.READY and s.pid != before.pid else None)(
+        cluster.snapshot().service(name)), 5, f"the restarted {name}")
+    assert time.monotonic() - t0 < 2.0
+    assert after.url == before.url
+    wait_for(lambda: not alive(tree), 5, "the killed server's workers to be gone")
+    info = run_rule(cluster.snapshot().service("ruleserver").url, 3)
+    assert info["tasksCompleted"] == 3
