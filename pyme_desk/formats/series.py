@@ -104,7 +104,8 @@ class _FolderSource:
 
 
 class _H5FileSource:
-    """Parts of a series packed into a ``.h5`` file on this machine."""
+    """Parts of a series packed into a ``.h5`` file on this machine (once its writer closed it:
+    HDF5 files cannot be read while another process appends to them)."""
 
     def __init__(self, path: Path):
         from pyme_desk.storage.h5series import H5SeriesStore

@@ -224,6 +224,8 @@ class Spooler:
             self._close_streams(abort=True)
             with self._cond:
                 self._state = "aborted"
+            if self._owns_client:
+                self.client.close()
             raise
         self._events.append(["StartAq", "0", self._started_at])
         n_encoders = max(1, min(4, (os.cpu_count() or 2) - 1))
@@ -242,7 +244,7 @@ class Spooler:
         with ``block=False`` raises :class:`SpoolQueueFull` at once; frames are never dropped.
         """
         frame = np.asarray(frame)
-        if frame.dtype not in FRAME_DTYPES:
+        if frame.dtype.newbyteorder("=") not in FRAME_DTYPES:
             raise ValueError(f"frames must be uint8, uint16 or float32, not {frame.dtype}")
         if frame.ndim not in (2, 3):
             raise ValueError(f"frames must be 2-D [x, y] arrays, not shape {frame.shape}")
@@ -456,35 +458,47 @@ class Spooler:
     # -- other files -------------------------------------------------------------------------
 
     def _put_now(self, name: str, body: bytes) -> None:
-        """PUT a non-frame file to a random live server and wait for it; others if it fails."""
+        """PUT a non-frame file to a random live server and wait for the answer.
+
+        A lost connection is retried once on the same server, where a 405 then means the
+        first attempt did store it (so ``events.json`` is not written twice); a server that
+        refuses or is gone is replaced by the next one.  SpoolError when none stores it.
+        """
         live = [u for u in self._servers if self._streams[u].alive]
         random.shuffle(live)
         path = self._path(name)
         problems = []
         for url in live:
-            done = threading.Event()
-            answer: list = []
-
-            def on_done(item, server, status, reason, answer=answer, done=done):
-                answer.append((status, reason))
-                done.set()
-
-            if not self._streams[url].submit(PutItem(path, body, on_done)):
-                continue
-            if not done.wait(self.put_timeout + 5.0):
-                problems.append(f"{url}: no answer")
-                continue
-            status, reason = answer[0]
-            if status == 200:
-                return
-            problem = f"{path} on {url}: " + (f"HTTP {status}: {reason}" if status else reason)
-            problems.append(problem)
-            with self._cond:
-                self._errors.append(problem)
+            lost_connection = False
+            for _attempt in range(2):
+                status, reason = self._put_and_wait(url, path, body)
+                if status == 200 or (status == 405 and lost_connection):
+                    return
+                problem = f"{path} on {url}: " + (f"HTTP {status}: {reason}" if status else reason)
+                problems.append(problem)
+                with self._cond:
+                    self._errors.append(problem)
+                lost_connection = status is None
+                if not (lost_connection and self._streams[url].alive):
+                    break
             if status == 405:  # the name exists: another server would only make a second copy
                 break
         raise SpoolError(f"could not store {path}: " + ("; ".join(problems) or "no data server left"),
                          tuple(problems))
+
+    def _put_and_wait(self, url: str, path: str, body: bytes) -> tuple[int | None, str]:
+        done = threading.Event()
+        answer: list[tuple[int | None, str]] = []
+
+        def on_done(item, server, status, reason):
+            answer.append((status, reason))
+            done.set()
+
+        if not self._streams[url].submit(PutItem(path, body, on_done)):
+            return None, "server dropped"
+        if not done.wait(self.put_timeout + 5.0):
+            return None, f"no answer within {self.put_timeout + 5.0:g} s"
+        return answer[0]
 
     def _close_streams(self, abort: bool) -> None:
         for stream in self._streams.values():

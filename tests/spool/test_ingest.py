@@ -63,6 +63,21 @@ def test_a_multipage_tiff_is_one_series_with_its_pixel_size(server, tmp_path, ca
         assert series.metadata["voxelsize.x"] == pytest.approx(0.107, rel=1e-5)
 
 
+def test_pixel_size_from_ome_and_resolution_tags(tmp_path):
+    ome = tmp_path / "x.ome.tif"
+    tifffile.imwrite(ome, stack(2), ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 65.0,
+                                                        "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 0.066})
+    md = tiff_metadata(ome)
+    assert (md["voxelsize.x"], md["voxelsize.y"]) == (pytest.approx(0.065), pytest.approx(0.066))
+    cm = tmp_path / "cm.tif"
+    write(cm, stack(1), resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    assert tiff_metadata(cm)["voxelsize.x"] == pytest.approx(0.5)
+    bare = tmp_path / "bare.tif"
+    write(bare, stack(1))
+    md = tiff_metadata(bare)
+    assert md["voxelsize.x"] == 0.1 and "voxelsize.x" in md["Spool.DefaultedKeys"]
+
+
 def test_a_folder_of_tiffs_is_spooled_in_natural_order(server, tmp_path):
     folder = tmp_path / "acq"
     folder.mkdir()

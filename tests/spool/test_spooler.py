@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from pyme_desk.cluster import ClusterClient
@@ -197,6 +198,10 @@ def test_back_pressure_holds_the_camera_back_and_drops_nothing(tmp_path):
         sp.start()
         os.kill(proc.pid, signal.SIGSTOP)  # the server stops reading: nothing gets confirmed
         try:
+            stopped = psutil.Process(proc.pid)
+            deadline = time.monotonic() + 10
+            while stopped.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+                time.sleep(0.01)
             frames = make_frames(4, shape=(64, 64))
             for f in frames:
                 sp.put_frame(f, block=False)
