@@ -286,3 +286,15 @@ def test_frame_names_grow_past_five_digits():
     assert frame_name(0) == "frame00000.pzf"
     assert frame_name(99999) == "frame99999.pzf"
     assert frame_name(100000) == "frame100000.pzf"
+
+
+def test_spool_benchmark_runs_end_to_end(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "spool.py"
+    out = subprocess.run([sys.executable, str(script), "--seconds", "0.2", "--size", "256", "--tmp", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.splitlines()
+    report = json.loads(line)
+    assert report["raw"]["frames"] > 0 and report["huffcode"]["ratio"] > 1
+    assert report["plain_write"]["MBps"] > 0 and isinstance(report["pass"], bool)
+    assert list(tmp_path.iterdir()) == []  # data root and plain-write files removed
