@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 #: What ``pyme-desk`` with no subcommand runs: the desktop app, or with --no-gui the headless
 #: cluster of one (the supervisor's command).
-GUI_MODULE, HEADLESS_MODULE = "pyme_desk.gui.app", "pyme_desk.supervisor.command"
+GUI_MODULE, HEADLESS_MODULE = "pyme_desk.gui.app", "pyme_desk.supervisor.cluster_command"
 
 
 class _Parser(argparse.ArgumentParser):

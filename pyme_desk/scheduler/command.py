@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from pathlib import Path
 
 from pyme_desk.config import Config
 from pyme_desk.discovery.addresses import is_loopback
 from pyme_desk.errors import UsageError, refuse_root
 from pyme_desk.logs import configure_service_logging, default_log_dir
-from pyme_desk.storage.command import write_port_file
+from pyme_desk.foreground import serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +67,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
     server = RuleServer(port=port, bind=bind, journal=journal, task_timeout=task_timeout, retries=retries,
                         node_timeout=args.lease_timeout, advertise=advertise,
                         advertise_address=args.advertise_address)
-    stop = threading.Event()
-    _install_signal_handlers(stop)
-    server.start()
-    if args.port_file:
-        write_port_file(args.port_file, server.url, server.port)
-    print(f"pyme-desk ruleserver ready at {server.url}"
-          + (f" (journal {journal})" if journal else " (no journal)"), flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        log.info("stopping: finishing requests in flight")
-        server.stop()
-    return 0
-
-
-def _install_signal_handlers(stop: threading.Event) -> None:
-    def handler(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    if hasattr(signal, "SIGBREAK"):  # Windows Ctrl-Break, what a supervisor sends a console child
-        signal.signal(signal.SIGBREAK, handler)
+    ready = ("pyme-desk ruleserver ready at {url}"
+             + (f" (journal {journal})" if journal else " (no journal)"))
+    return serve_until_stopped(server, ready, args.port_file)

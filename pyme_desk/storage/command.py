@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import signal
-import threading
 from pathlib import Path
 
 from pyme_desk.config import Config, read_token_file
 from pyme_desk.discovery.addresses import is_loopback
 from pyme_desk.errors import UsageError, refuse_root
-from pyme_desk.lifeline import exit_with_stdin
+from pyme_desk.foreground import serve_until_stopped
 from pyme_desk.logs import configure_service_logging
 
 log = logging.getLogger(__name__)
@@ -56,34 +52,5 @@ def run(args: argparse.Namespace, config: Config) -> int:
                         advertise=advertise, advertise_address=args.advertise_address,
                         allow_open_writes=args.insecure_open_writes,
                         h5r_flush_interval=float(config.get("h5r-flush_interval")))
-    stop = threading.Event()
-    _install_signal_handlers(stop)
-    exit_with_stdin(stop.set)  # a supervisor's child stops when the supervisor goes away
-    server.start()
-    if args.port_file:
-        write_port_file(args.port_file, server.url, server.port)
-    print(f"pyme-desk dataserver ready at {server.url} serving {server.root.path}", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        log.info("stopping: finishing requests in flight")
-        server.stop()
-    return 0
-
-
-def write_port_file(path: Path, url: str, port: int) -> None:
-    """Atomically write ``{"url", "port", "pid"}`` so a supervisor never reads half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"url": url, "port": port, "pid": os.getpid()}), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _install_signal_handlers(stop: threading.Event) -> None:
-    def handler(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    if hasattr(signal, "SIGBREAK"):  # Windows Ctrl-Break, what a supervisor sends a console child
-        signal.signal(signal.SIGBREAK, handler)
+    return serve_until_stopped(server, f"pyme-desk dataserver ready at {{url}} serving {server.root.path}",
+                               args.port_file)

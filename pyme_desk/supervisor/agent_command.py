@@ -16,7 +16,7 @@ from pathlib import Path
 from pyme_desk.config import Config, read_token_file
 from pyme_desk.discovery.addresses import is_loopback
 from pyme_desk.errors import UsageError
-from pyme_desk.storage.command import write_port_file
+from pyme_desk.foreground import write_port_file
 from pyme_desk.supervisor.agent import NodeAgent
 from pyme_desk.supervisor.cluster_command import stop_on_signals
 from pyme_desk.supervisor.lock import default_state_dir

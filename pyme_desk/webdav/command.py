@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     from pyme_desk.cluster import ClusterClient
-    from pyme_desk.storage.command import write_port_file
+    from pyme_desk.foreground import write_port_file
     from pyme_desk.webdav.server import WebDAVServer
 
     refuse_root("WebDAV server")
