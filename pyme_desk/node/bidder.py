@@ -14,6 +14,7 @@ and the link looks for it again.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from typing import Any
 
@@ -26,6 +27,8 @@ from pyme_desk.node.templates import TemplateError, fill_template, task_key
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 2.0
+#: Bids are drawn from the oldest SPREAD x want candidates (see :func:`choose_bids`).
+SPREAD = 2
 #: Wait before the next round when bids won nothing (others won them, or the adverts lagged).
 RETRY_S = 0.1
 
@@ -54,15 +57,20 @@ def make_task(template: str, rule_id: str, task_id: int, inputs: dict | None) ->
     return task
 
 
-def choose_bids(adverts: Any, want: int, locality: Locality, held: TaskQueue,
-                allow_nonlocal: bool) -> list[dict]:
+def choose_bids(adverts: Any, want: int, locality: Locality, held: TaskQueue, allow_nonlocal: bool,
+                rng: random.Random | None = None) -> list[dict]:
     """The bids for one round: ``[{"ruleID", "taskIDs", "costs"}]``, local tasks only when
-    there are any, else (if allowed) non-local ones; at most ``want`` tasks in all."""
-    local: dict[str, tuple[list[int], list[float]]] = {}
-    remote: dict[str, tuple[list[int], list[float]]] = {}
-    n_local = n_remote = 0
+    there are any, else (if allowed) non-local ones; at most ``want`` tasks in all.
+
+    Without ``rng`` these are the oldest ``want`` candidates.  With it, ``want`` are drawn from
+    the oldest ``SPREAD * want``: nodes with the same view of the adverts then bid on different
+    tasks instead of racing for the same ones (where the fastest node would win every time).
+    """
+    window = want * SPREAD if rng is not None else want
+    local: list[tuple[str, int, float]] = []
+    remote: list[tuple[str, int, float]] = []
     for advert in adverts if isinstance(adverts, list) else ():
-        if n_local >= want:
+        if len(local) >= window:
             break
         if not isinstance(advert, dict):
             continue
@@ -71,33 +79,35 @@ def choose_bids(adverts: Any, want: int, locality: Locality, held: TaskQueue,
         if not isinstance(rule_id, str) or not isinstance(template, str) or not isinstance(ids, list):
             continue
         for task_id in ids:
-            if n_local >= want:
+            if len(local) >= window:
                 break
-            if not isinstance(task_id, int) or held.holds(task_key(rule_id, task_id)):
+            if not isinstance(task_id, int) or held.known(task_key(rule_id, task_id)):
                 continue
             try:
                 cost = task_cost(fill_template(template, rule_id, task_id, _inputs(advert, task_id)), locality)
             except TemplateError:
                 cost = 1.0  # still bid, so a worker can fail it with a reason the user sees
             if is_local(cost):
-                target = local.setdefault(rule_id, ([], []))
-                n_local += 1
-            elif n_remote < want:
-                target = remote.setdefault(rule_id, ([], []))
-                n_remote += 1
-            else:
-                continue
-            target[0].append(task_id)
-            target[1].append(cost)
-    chosen = local if local else (remote if allow_nonlocal else {})
-    return [{"ruleID": r, "taskIDs": ids, "costs": costs} for r, (ids, costs) in chosen.items()]
+                local.append((rule_id, task_id, cost))
+            elif len(remote) < window:
+                remote.append((rule_id, task_id, cost))
+    chosen = local if local else (remote if allow_nonlocal else [])
+    if len(chosen) > want:
+        picked = sorted(rng.sample(range(len(chosen)), want)) if rng is not None else range(want)
+        chosen = [chosen[i] for i in picked]
+    bids: dict[str, dict] = {}
+    for rule_id, task_id, cost in chosen:
+        bid = bids.setdefault(rule_id, {"ruleID": rule_id, "taskIDs": [], "costs": []})
+        bid["taskIDs"].append(task_id)
+        bid["costs"].append(cost)
+    return list(bids.values())
 
 
 class Bidder:
     """Runs the bidding loop on its own thread; see the module docstring."""
 
     def __init__(self, link: RuleServerLink, queue: TaskQueue, locality: Locality, *, capacity: int,
-                 allow_nonlocal: bool = True, poll_interval: float = 0.5) -> None:
+                 allow_nonlocal: bool = True, poll_interval: float = 0.1) -> None:
         self.link = link
         self.queue = queue
         self.locality = locality
@@ -106,6 +116,7 @@ class Bidder:
         self.poll_interval = poll_interval
         self.won = 0
         self.rounds = 0
+        self._rng = random.Random()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -152,13 +163,14 @@ class Bidder:
     def round(self, want: int) -> int | None:
         """One advert → bid → queue round; returns the number of tasks won (None: nothing to bid on)."""
         adverts = self.link.call("task_advertisements")
-        bids = choose_bids(adverts, want, self.locality, self.queue, self.allow_nonlocal)
+        bids = choose_bids(adverts, want, self.locality, self.queue, self.allow_nonlocal, self._rng)
         self.rounds += 1
         if not bids:
             return None
         awards = self.link.call("bid_on_tasks", bids)
         by_rule = {a["ruleID"]: a for a in adverts if isinstance(a, dict) and "ruleID" in a}
         tasks = []
+        asked = {(b["ruleID"], i) for b in bids for i in b["taskIDs"]}
         for award in awards if isinstance(awards, list) else ():
             if not isinstance(award, dict):
                 continue
@@ -168,6 +180,8 @@ class Bidder:
             advert = by_rule.get(rule_id, {})
             for task_id in award.get("taskIDs") or ():
                 tasks.append(make_task(template, rule_id, int(task_id), _inputs(advert, int(task_id))))
+                asked.discard((rule_id, int(task_id)))
+        self.queue.note_lost(task_key(r, i) for r, i in asked)
         added = self.queue.put(tasks)
         self.won += added
         return added

@@ -1,17 +1,16 @@
-"""``pyme-desk nodeserver``: run a node server and its workers until Ctrl-C / SIGTERM / Ctrl-Break."""
+"""``pyme-desk nodeserver``: run a node server and its workers until Ctrl-C / SIGTERM / Ctrl-Break
+(or, under a supervisor, until its stdin lifeline closes)."""
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from pathlib import Path
 
 from pyme_desk.config import Config
 from pyme_desk.discovery.addresses import is_loopback
 from pyme_desk.errors import UsageError, refuse_root
+from pyme_desk.foreground import serve_until_stopped
 from pyme_desk.logs import configure_service_logging
-from pyme_desk.storage.command import write_port_file
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +59,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
                       chunk_size=int(chunk), worker_get_timeout=float(config.get("nodeserver-worker-get-timeout")),
                       allow_nonlocal=bool(config.get("rulenodeserver-nonlocal")),
                       log_dir=log_file.parent)
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    node.start()
-    if args.port_file:
-        write_port_file(args.port_file, node.url, node.port)
-    where = node.link.fixed_url or "the rule server (looking for it)"
-    print(f"pyme-desk nodeserver ready at {node.url} with {node.n_workers} workers, bidding on {where}",
-          flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        log.info("stopping: finishing queued tasks, stopping workers, handing in")
-        node.stop()
-    return 0
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    """Ctrl-C, SIGTERM and (Windows) Ctrl-Break set ``stop``."""
-    def handler(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    if hasattr(signal, "SIGBREAK"):
-        signal.signal(signal.SIGBREAK, handler)
+    where = node.link.fixed_url or "the rule server it finds"
+    return serve_until_stopped(node, f"pyme-desk nodeserver ready at {{url}} with {node.n_workers} workers, "
+                                     f"bidding on {where}", args.port_file)

@@ -30,7 +30,7 @@ MAX_BACKOFF_S = 5.0
 class HandinReporter:
     """Batches hand-ins to the rule server and keeps this node's lease alive; see the module docstring."""
 
-    def __init__(self, link: RuleServerLink, *, flush_interval: float = 0.1, max_batch: int = 20000) -> None:
+    def __init__(self, link: RuleServerLink, *, flush_interval: float = 0.02, max_batch: int = 20000) -> None:
         self.link = link
         self.flush_interval = flush_interval
         self.max_batch = max_batch

@@ -1,10 +1,10 @@
 """Run and watch the node's worker processes.
 
-Each worker is ``<this python> -m pyme_desk.node.worker --node-url <url> --stop-on-eof`` (no
-shell), started with a pipe on its standard input.  Closing that pipe is the stop message on
-every platform (there is no SIGHUP on Windows): the worker finishes its current task, hands in
-and exits.  The same pipe is how a worker notices that the node server died, even by kill -9,
-because the operating system closes it.  Workers that do not exit within the grace time are
+Each worker is ``<this python> -m pyme_desk.node.worker --node-url <url>`` (no shell), started
+with a pipe on its standard input as its lifeline (:mod:`pyme_desk.lifeline`).  Closing that
+pipe is the stop message on every platform (there is no SIGHUP on Windows): the worker finishes
+its current task, hands in and exits.  The same pipe is how a worker notices that the node
+server died, even by kill -9, because the operating system closes it.  Workers that do not exit within the grace time are
 killed.  A worker that dies while the node runs is started again (with a growing delay if it
 keeps dying at once) and ``on_exit(pid)`` lets the node requeue the tasks it held.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import pyme_desk
+from pyme_desk.lifeline import LIFELINE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,16 @@ class WorkerSlot:
 
 
 def worker_command(node_url: str, slot: int, log_dir: Path | None) -> list[str]:
-    cmd = [sys.executable, "-m", "pyme_desk.node.worker", "--node-url", node_url, "--stop-on-eof",
-           "--slot", str(slot)]
+    cmd = [sys.executable, "-m", "pyme_desk.node.worker", "--node-url", node_url, "--slot", str(slot)]
     if log_dir is not None:
         cmd += ["--log-dir", str(log_dir)]
     return cmd
 
 
 def _worker_environment() -> dict[str, str]:
-    """Our environment, with this copy of pyme_desk importable whatever the working directory."""
-    env = dict(os.environ)
+    """Our environment, with this copy of pyme_desk importable whatever the working directory,
+    and stdin as the worker's lifeline."""
+    env = dict(os.environ, **{LIFELINE_ENV: "1"})
     package_parent = str(Path(pyme_desk.__file__).resolve().parent.parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if package_parent not in paths:

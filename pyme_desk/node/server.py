@@ -79,7 +79,7 @@ class NodeServer:
                  server_filter: str | None = None, servers: list[str] | None = None,
                  advertise: str = "none", advertise_address: str | None = None,
                  chunk_size: int = 50, worker_get_timeout: float = 60.0, allow_nonlocal: bool = True,
-                 log_dir: Path | None = None, drain_timeout: float = 5.0, poll_interval: float = 0.5) -> None:
+                 log_dir: Path | None = None, drain_timeout: float = 5.0, poll_interval: float = 0.1) -> None:
         if advertise not in ("zeroconf", "local", "none"):
             raise UsageError(f"unknown advertisement mode {advertise!r}: use zeroconf, local or none")
         n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
@@ -129,8 +129,9 @@ class NodeServer:
         log.info("node server %s at %s with %d workers", self.node_id, self.url, self.n_workers)
         return self
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Shut down in order (see the module docstring); safe to call twice."""
+    def stop(self, grace: float = 10.0, flush_timeout: float = 5.0) -> None:
+        """Shut down in order (see the module docstring), giving workers ``grace`` s to finish
+        and the last hand-ins ``flush_timeout`` s to reach the rule server; safe to call twice."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -143,7 +144,7 @@ class NodeServer:
         self.queue.close()
         if self.pool is not None:
             self.pool.stop(grace)
-        self.reporter.stop(flush_timeout=min(grace, 5.0))
+        self.reporter.stop(flush_timeout)
         self.link.stop()
         self._service.stop(grace)
 

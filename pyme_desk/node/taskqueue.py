@@ -18,7 +18,8 @@ from typing import Iterable
 
 #: The most tasks one worker request may take.
 MAX_TAKE = 1000
-#: How long a handed-in task is still treated as held: the rule server's adverts may lag behind.
+#: How long a task handed in, or lost to another node's bid, is not bid on again: the rule
+#: server's adverts may lag behind.
 RECENT_S = 2.0
 
 
@@ -47,7 +48,7 @@ class TaskQueue:
         self._changed = threading.Condition(self._lock)
         self._queued: deque[dict] = deque()
         self._keys: set[str] = set()  # ids queued or held by a worker
-        self._recent: deque[tuple[float, str]] = deque()  # (when, id) of tasks handed in lately
+        self._recent: deque[tuple[float, str]] = deque()  # (when, id) of tasks handed in or lost lately
         self._recent_keys: set[str] = set()
         self._given: dict[str, tuple[str, dict]] = {}  # id -> (worker id, task) while a worker holds it
         self._workers: dict[str, WorkerRecord] = {}
@@ -78,9 +79,16 @@ class TaskQueue:
             self._wake_threadsafe()
         return len(new)
 
-    def holds(self, task_id: str) -> bool:
-        """True while the task is queued or held by a worker, or was handed in lately."""
+    def known(self, task_id: str) -> bool:
+        """True while the task is queued or held by a worker, or was lately handed in or lost to
+        another node: not worth bidding on."""
         return task_id in self._keys or task_id in self._recent_keys
+
+    def note_lost(self, task_ids: Iterable[str]) -> None:
+        """Tasks this node bid on and did not win: another node has them."""
+        with self._lock:
+            for task_id in task_ids:
+                self._remember(task_id)
 
     def queued(self) -> int:
         return len(self._queued)

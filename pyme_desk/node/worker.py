@@ -7,11 +7,11 @@ least 1, at most 50), runs them one after the other, and hands the batch in with
 (a JSON list on ``/node/handin``; one request per task, PYME's form, when the node server does
 not take lists).
 
-Stopping: with ``--stop-on-eof`` (how the node server starts us) the end of standard input is
-the stop message: the worker finishes its current task, hands in and exits.  The node server
-closes the pipe to stop us, and the operating system closes it when the node server dies.
-Without that flag a worker stops on Ctrl-C/SIGTERM, or once the node server has not answered
-for :data:`NODE_GONE_S` seconds.
+Stopping: a node server starts its workers with a lifeline on standard input
+(:mod:`pyme_desk.lifeline`): the end of input is the stop message, after which the worker
+finishes its current task, hands in and exits.  The node server closes the pipe to stop us, and
+the operating system closes it when the node server dies.  Started by hand, a worker stops on
+Ctrl-C/SIGTERM, or once the node server has not answered for :data:`NODE_GONE_S` seconds.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import requests
 
+from pyme_desk.lifeline import exit_with_stdin
 from pyme_desk.names import computer_name
 from pyme_desk.node.tasks import (TaskContext, failure_report, file_failure_report, load_task_types,
                                   run_task)
@@ -169,25 +170,10 @@ class Worker:
         self.num_want = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(mean, 1e-6))))
 
 
-def _watch_stdin(stop: threading.Event) -> None:
-    """Set ``stop`` when standard input ends (the node server closed it, or died)."""
-    def read() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        except (OSError, ValueError):
-            pass
-        stop.set()
-
-    threading.Thread(target=read, name="worker-stdin", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pyme_desk.node.worker",
                                      description="run analysis tasks for a node server")
     parser.add_argument("--node-url", required=True, help="the node server, e.g. http://127.0.0.1:15347/")
-    parser.add_argument("--stop-on-eof", action="store_true",
-                        help="stop when standard input ends (how the node server runs its workers)")
     parser.add_argument("--slot", type=int, default=None, help="worker number, for the log file name")
     parser.add_argument("--log-dir", type=Path, help="write the log to <log-dir>/worker-<slot>.log too")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -201,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_service_logging(name, args.log_dir, verbose=args.verbose)
 
     stop = threading.Event()
-    if args.stop_on_eof:
-        _watch_stdin(stop)
+    if exit_with_stdin(stop.set):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the node server, which stops us
     else:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
