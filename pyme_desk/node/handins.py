@@ -8,8 +8,8 @@ not reach the rule server is kept and sent again with growing back-off until it 
 in the log.
 
 The same thread calls ``/node_heartbeat`` every ``heartbeatInterval`` seconds (as the rule
-server asks) so the tasks this node holds stay leased to it.  A rule server without that
-endpoint (PYME's answers 404) is not asked again until the link finds another rule server.
+server asks) so the tasks this node holds stay leased to it; not to a rule server that keeps no
+leases (PYME's, see :attr:`RuleServerLink.leases`).
 """
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ class HandinReporter:
         self.link = link
         self.flush_interval = flush_interval
         self.max_batch = max_batch
-        self.heartbeat_interval = DEFAULT_HEARTBEAT_S
         self.sent = 0
         self._lock = threading.Lock()
         self._pending: dict[str, dict[int, tuple[int, str | None]]] = {}
@@ -42,8 +41,6 @@ class HandinReporter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._heartbeat_url: str | None = None  # the rule server heart-beats go to ...
-        self._heartbeats_supported = True  # ... and whether it has the endpoint
         self._retry_delay = 0.0
 
     # -- collecting ------------------------------------------------------------------------------
@@ -85,20 +82,19 @@ class HandinReporter:
         return self._count
 
     def _run(self) -> None:
-        backoff = 0.0
+        retry_at = 0.0
         next_heartbeat = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_heartbeat:
                 self._heartbeat()
-                next_heartbeat = now + self.heartbeat_interval
-            if self._count and now >= backoff:
+                next_heartbeat = now + (self.link.heartbeat_interval or DEFAULT_HEARTBEAT_S)
+            if self._count and now >= retry_at:
                 if self._flush():
                     self._retry_delay = 0.0
-                    backoff = 0.0
                 else:
                     self._retry_delay = min(MAX_BACKOFF_S, max(0.2, 2 * self._retry_delay))
-                    backoff = now + self._retry_delay
+                    retry_at = now + self._retry_delay
             wait = min(self.flush_interval, max(0.0, next_heartbeat - time.monotonic()))
             if self._wake.wait(wait):
                 self._wake.clear()
@@ -151,24 +147,11 @@ class HandinReporter:
                     del self._pending[rule_id]
 
     def _heartbeat(self) -> None:
-        url = self.link.url
-        if url != self._heartbeat_url:
-            self._heartbeat_url, self._heartbeats_supported = url, True
-        if not self._heartbeats_supported or url is None:
+        if not self.link.leases:
             return
         try:
-            answer = self.link.call("node_heartbeat", timeout=5.0)
+            self.link.call("node_heartbeat", timeout=5.0)
         except RuleServerUnavailable:
             return
         except RuleServerRefused as e:
-            if e.status == 404:
-                log.info("the rule server at %s has no heartbeat endpoint (a PYME rule server?); "
-                         "its task time-out will recover lost tasks", url)
-                self._heartbeats_supported = False
-            else:
-                log.warning("heartbeat refused: %s", e)
-            return
-        if isinstance(answer, dict):
-            interval = answer.get("heartbeatInterval")
-            if isinstance(interval, (int, float)) and 0.05 <= interval <= 60:
-                self.heartbeat_interval = float(interval)
+            log.warning("heartbeat refused: %s", e)

@@ -5,8 +5,10 @@ whose name starts with ``PYMERuleServer`` or PYME's older ``PYMEDistributor``, p
 Unlike PYME's node server, which looks once when it starts, we look again whenever the one we
 know stops answering, so a rule server that starts late or restarts (on another port) is found.
 
-Every call carries this node's ``nodeID`` (pyme-desk's rule server keys leases on it; PYME's
-ignores it).  Calls raise :class:`RuleServerUnavailable` for what a retry may cure (no rule
+On first contact with a rule server the link asks for ``/node_heartbeat``: pyme-desk's rule
+server answers (it keys leases on the ``nodeID`` that every later call then carries); PYME's
+answers 404, and as it fails any request with a parameter it does not know, calls to it carry
+no ``nodeID`` and no heartbeats are sent (:attr:`RuleServerLink.leases` is False).  Calls raise :class:`RuleServerUnavailable` for what a retry may cure (no rule
 server known yet, connection refused, time-out, 5xx) and :class:`RuleServerRefused` for a 4xx
 answer, which retrying the same request will not change.
 """
@@ -76,6 +78,9 @@ class RuleServerLink:
         self._lock = threading.Lock()
         self._url: str | None = self.fixed_url
         self._failed: dict[str, float] = {}
+        self._leases: dict[str, bool] = {}  # per rule server URL: does it keep leases (pyme-desk's)?
+        #: the heartbeat interval the rule server asked for (s), once known
+        self.heartbeat_interval: float | None = None
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._reported_unavailable = False
@@ -107,21 +112,52 @@ class RuleServerLink:
         return self._url
 
     @property
+    def leases(self) -> bool:
+        """True when the rule server in use keeps leases (and wants heartbeats)."""
+        url = self._url
+        return url is not None and self._leases.get(url, False)
+
+    @property
     def connected(self) -> bool:
         """True while the last call reached the rule server."""
         return self._url is not None and not self._reported_unavailable
 
     def _resolve(self) -> str:
         with self._lock:
-            if self._url is not None:
-                return self._url
-            if self._browser is not None:
+            if self._url is None and self._browser is not None:
                 self._url = pick_rule_server(self._browser.services(), self._failed, time.monotonic())
-            if self._url is None:
+                if self._url is not None:
+                    log.info("found the rule server at %s", self._url)
+            url = self._url
+            if url is None:
                 raise RuleServerUnavailable("no rule server found yet (looking for a "
                                             f"{RULE_SERVER_PREFIXES[0]} service on {TASKDIST_PROTOCOL})")
-            log.info("using the rule server at %s", self._url)
-            return self._url
+        if url not in self._leases:
+            self._first_contact(url)
+        return url
+
+    def _first_contact(self, url: str) -> None:
+        """Find out whether the rule server at ``url`` is pyme-desk's (leases) or PYME's."""
+        answer = self._post(url, "node_heartbeat", {"nodeID": self.node_id}, None, 10.0)
+        if answer.status_code == 404:
+            log.info("the rule server at %s keeps no leases (a PYME rule server?): no heartbeats, "
+                     "and its task time-out recovers the tasks of a lost node", url)
+            self._leases[url] = False
+        elif answer.status_code == 200:
+            self._leases[url] = True
+            self._note_heartbeat(answer)
+        else:
+            self._lost(url, f"HTTP {answer.status_code}")
+            raise RuleServerUnavailable(f"the rule server at {url} answered node_heartbeat with "
+                                        f"{answer.status_code}")
+
+    def _note_heartbeat(self, answer: requests.Response) -> None:
+        try:
+            interval = answer.json().get("heartbeatInterval")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(interval, (int, float)) and 0.05 <= interval <= 60:
+            self.heartbeat_interval = float(interval)
 
     def _lost(self, url: str, why: str) -> None:
         with self._lock:
@@ -129,6 +165,7 @@ class RuleServerLink:
                 log.warning("the rule server at %s is not answering (%s); looking for it again", url, why)
             self._reported_unavailable = True
             self._failed[url] = time.monotonic()
+            self._leases.pop(url, None)  # ask again: it may come back as another server
             if self.fixed_url is None and self._url == url:
                 self._url = None
 
@@ -144,20 +181,11 @@ class RuleServerLink:
     # -- calls ---------------------------------------------------------------------------------
 
     def call(self, endpoint: str, body: Any = None, *, timeout: float | None = None, **params: Any) -> Any:
-        """POST ``endpoint`` with ``params`` (plus ``nodeID``) and ``body`` as JSON; the parsed answer."""
+        """POST ``endpoint`` with ``params`` (plus ``nodeID`` where the rule server keeps leases)
+        and ``body`` as JSON; the parsed answer."""
         url = self._resolve()
-        query = {"nodeID": self.node_id, **params}
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
-        headers = {"Content-Type": "application/json"} if data is not None else None
-        try:
-            r = self._session().post(url + endpoint, params=query, data=data, headers=headers,
-                                     timeout=(self.connect_timeout, timeout or self.timeout))
-        except (requests.ConnectionError, requests.Timeout) as e:
-            self._lost(url, type(e).__name__)
-            raise RuleServerUnavailable(f"the rule server at {url} did not answer: {e}") from None
-        except requests.RequestException as e:
-            self._lost(url, str(e))
-            raise RuleServerUnavailable(f"request to the rule server at {url} failed: {e}") from None
+        query = {"nodeID": self.node_id, **params} if self._leases.get(url) else params
+        r = self._post(url, endpoint, query, body, timeout or self.timeout)
         if r.status_code >= 500:
             self._lost(url, f"HTTP {r.status_code}")
             raise RuleServerUnavailable(f"the rule server at {url} answered {endpoint} with {r.status_code}")
@@ -169,10 +197,22 @@ class RuleServerLink:
             self._lost(url, "an answer that is not JSON")
             raise RuleServerUnavailable(f"the rule server at {url} answered {endpoint} with "
                                         "something that is not JSON") from None
+        if endpoint == "node_heartbeat":
+            self._note_heartbeat(r)
         if self._reported_unavailable:
             log.info("the rule server at %s answers again", url)
             self._reported_unavailable = False
         return answer
+
+    def _post(self, url: str, endpoint: str, query: dict, body: Any, timeout: float) -> requests.Response:
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            return self._session().post(url + endpoint, params=query, data=data, headers=headers,
+                                        timeout=(self.connect_timeout, timeout))
+        except requests.RequestException as e:
+            self._lost(url, type(e).__name__)
+            raise RuleServerUnavailable(f"the rule server at {url} did not answer {endpoint}: {e}") from None
 
 
 def _reason(r: requests.Response) -> str:
