@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import psutil
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report.update(run_benchmark(args.tasks, args.rate, args.workers, args.tmp))
     except Exception as e:  # one JSON line whatever happens
+        traceback.print_exc()
         report["error"] = f"{type(e).__name__}: {e}"
         print(json.dumps(report))
         return 1
