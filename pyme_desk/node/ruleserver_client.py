@@ -83,7 +83,8 @@ class RuleServerLink:
         self.heartbeat_interval: float | None = None
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
-        self._reported_unavailable = False
+        self._answering = False  # did the last call reach the rule server?
+        self._warned = False  # has its silence been logged?
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class RuleServerLink:
     @property
     def connected(self) -> bool:
         """True while the last call reached the rule server."""
-        return self._url is not None and not self._reported_unavailable
+        return self._answering
 
     def _resolve(self) -> str:
         with self._lock:
@@ -161,9 +162,10 @@ class RuleServerLink:
 
     def _lost(self, url: str, why: str) -> None:
         with self._lock:
-            if not self._reported_unavailable:
+            self._answering = False
+            if not self._warned:
                 log.warning("the rule server at %s is not answering (%s); looking for it again", url, why)
-            self._reported_unavailable = True
+            self._warned = True
             self._failed[url] = time.monotonic()
             self._leases.pop(url, None)  # ask again: it may come back as another server
             if self.fixed_url is None and self._url == url:
@@ -201,7 +203,8 @@ class RuleServerLink:
             self._note_heartbeat(r)
         if self._reported_unavailable:
             log.info("the rule server at %s answers again", url)
-            self._reported_unavailable = False
+            self._answering = False  # did the last call reach the rule server?
+        self._warned = False  # has its silence been logged?
         return answer
 
     def _post(self, url: str, endpoint: str, query: dict, body: Any, timeout: float) -> requests.Response:
