@@ -57,3 +57,31 @@ def test_kill_9_of_a_server_restarts_it_within_2_s(cluster, name):
     wait_for(lambda: not alive(tree), 5, "the killed server's workers to be gone")
     info = run_rule(cluster.snapshot().service("ruleserver").url, 3)
     assert info["tasksCompleted"] == 3
+
+
+def test_a_simulated_series_is_localized_by_the_cluster(cluster):
+    """The whole flow through the real commands: simulate → spool → analyse --wait → results."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pyme_desk.names import computer_name
+
+    snap = cluster.snapshot()
+    data, rule = snap.service("dataserver").url, snap.service("ruleserver").url
+    env = dict(os.environ)
+    sim = subprocess.run([sys.executable, "-m", "pyme_desk", "simulate", "--series", "t/sim_01", "--frames", "12",
+                          "--size", "64", "64", "--fps", "0", "--seed", "3", "--server", data, "--no-progress"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert sim.returncode == 0, sim.stderr
+    uri = f"pyme-cluster://{computer_name()}/t/sim_01"
+    ana = subprocess.run([sys.executable, "-m", "pyme_desk", "analyse", uri, "--server", data,
+                          "--ruleserver", rule, "--fit", "cpu", "--wait"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert ana.returncode == 0, ana.stdout + ana.stderr
+    r = requests.get(data + "t/analysis/sim_01.h5r/FitResults.npy", timeout=10)
+    assert r.status_code == 200, r.text
+    import io
+    rows = np.load(io.BytesIO(r.content))
+    assert len(rows) > 12 and set(np.unique(rows["tIndex"])) <= set(range(12))
