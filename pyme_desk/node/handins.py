@@ -87,10 +87,18 @@ class HandinReporter:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_heartbeat:
-                self._heartbeat()
+                try:
+                    self._heartbeat()
+                except Exception:
+                    log.exception("heartbeat failed")
                 next_heartbeat = now + (self.link.heartbeat_interval or DEFAULT_HEARTBEAT_S)
             if self._count and now >= retry_at:
-                if self._flush():
+                try:
+                    sent = self._flush()
+                except Exception:  # a bug must not end hand-ins for good: log it and retry later
+                    log.exception("hand-in failed")
+                    sent = False
+                if sent:
                     self._retry_delay = 0.0
                 else:
                     self._retry_delay = min(MAX_BACKOFF_S, max(0.2, 2 * self._retry_delay))

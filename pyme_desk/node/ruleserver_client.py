@@ -144,9 +144,11 @@ class RuleServerLink:
             log.info("the rule server at %s keeps no leases (a PYME rule server?): no heartbeats, "
                      "and its task time-out recovers the tasks of a lost node", url)
             self._leases[url] = False
+            self._answered(url)
         elif answer.status_code == 200:
             self._leases[url] = True
             self._note_heartbeat(answer)
+            self._answered(url)
         else:
             self._lost(url, f"HTTP {answer.status_code}")
             raise RuleServerUnavailable(f"the rule server at {url} answered node_heartbeat with "
@@ -159,6 +161,12 @@ class RuleServerLink:
             return
         if isinstance(interval, (int, float)) and 0.05 <= interval <= 60:
             self.heartbeat_interval = float(interval)
+
+    def _answered(self, url: str) -> None:
+        if self._warned:
+            log.info("the rule server at %s answers again", url)
+            self._warned = False
+        self._answering = True
 
     def _lost(self, url: str, why: str) -> None:
         with self._lock:
@@ -201,10 +209,7 @@ class RuleServerLink:
                                         "something that is not JSON") from None
         if endpoint == "node_heartbeat":
             self._note_heartbeat(r)
-        if self._reported_unavailable:
-            log.info("the rule server at %s answers again", url)
-            self._answering = False  # did the last call reach the rule server?
-        self._warned = False  # has its silence been logged?
+        self._answered(url)
         return answer
 
     def _post(self, url: str, endpoint: str, query: dict, body: Any, timeout: float) -> requests.Response:

@@ -30,13 +30,16 @@ def test_workers_run_tasks_and_failures_are_reported_in_the_rules_log(dataserver
         node.queue.put([{"id": f"000001-aa~{i}", "type": "noop"} for i in range(200)])
         node.queue.put([{"id": "000001-aa~200", "type": "recipe",
                          "inputs": {"input": "PYME-CLUSTER://clu/series/x.tif"}}])
-        doc = wait_for(lambda: (lambda d: d if d["tasksCompleted"] + d["tasksFailed"] == 201 else None)(
-            node_status(node.url)), 20, "the workers to run every task")
+        def all_done_and_idle():
+            d = node_status(node.url)
+            idle = len(d["workers"]) == 2 and all(w["state"] == "idle" for w in d["workers"])
+            return d if idle and d["tasksCompleted"] + d["tasksFailed"] == 201 else None
+        doc = wait_for(all_done_and_idle, 20, "the workers to run every task")
         assert (doc["tasksCompleted"], doc["tasksFailed"]) == (200, 1)
         workers = doc["workers"]
         assert len(workers) == 2 and {w["slot"] for w in workers} == {0, 1}
         assert sum(w["tasksDone"] for w in workers) == 200 and sum(w["errors"] for w in workers) == 1
-        assert all(w["state"] == "idle" and w["task"] is None for w in workers)
+        assert all(w["task"] is None and w["tasksHeld"] == 0 for w in workers)
         log = (dataserver.root.path / "LOGS" / "rules" / "000001-aa.log").read_text()
         assert "task 000001-aa~200 failed" in log and "recipe tasks are not supported" in log
         assert {1, 2} >= {len(list((tmp_path / "logs").glob("worker-*.log")))}
