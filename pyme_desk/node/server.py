@@ -20,7 +20,8 @@ HTTP API for workers (protocol.md §8.3; PYME's workers use it too, so the shape
 ``/node/status``
     -> ``{"Polling": bool, "nQueued": int}`` as PYME, plus ``nodeID``, ``ruleServer`` (URL or
     null), ``connected``, ``nInFlight``, ``handinsPending``, ``tasksCompleted``,
-    ``tasksFailed``, ``tasksRequeued`` (re-run after a worker died) and ``workers``: per
+    ``tasksFailed``, ``tasksRequeued`` (re-run after a worker died), ``tasksWon``,
+    ``bidRounds`` and ``workers``: per
     worker ``{"slot", "pid", "workerID", "state": "starting"|"idle"|"busy"|"restarting",
     "task" (the task it works on, or null), "tasksHeld", "tasksDone", "errors",
     "restarts"}``.
@@ -191,7 +192,8 @@ class NodeServer:
                 "nodeID": self.node_id, "ruleServer": self.link.url, "connected": self.link.connected,
                 "nInFlight": self.queue.in_flight(), "handinsPending": self.reporter.pending(),
                 "tasksCompleted": self.queue.completed, "tasksFailed": self.queue.failed,
-                "tasksRequeued": self.queue.requeued, "workers": workers}
+                "tasksRequeued": self.queue.requeued, "tasksWon": self.bidder.won,
+                "bidRounds": self.bidder.rounds, "workers": workers}
 
     def config_document(self) -> dict:
         return {"nodeID": self.node_id, "serverFilter": self.server_filter, "servers": self.servers,
