@@ -6,6 +6,7 @@ Windows Ctrl-Break or a broken supervisor lifeline; start; tell a parent where i
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from pyme_desk.errors import UsageError
 from pyme_desk.lifeline import exit_with_stdin
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,30 @@ class Server(Protocol):
 
     def start(self): ...
     def stop(self): ...
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, port_key: str) -> None:
+    """The options every network service shares: where to listen, how to announce, where to report."""
+    parser.add_argument("--port", type=int, help=f"TCP port, 0 for any free one (config: {port_key})")
+    parser.add_argument("--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    parser.add_argument("--advertise", choices=("zeroconf", "local", "none"),
+                        help="announce on the network (zeroconf), to this machine (local: sqlite "
+                             "registry), or not at all; default: local on loopback, zeroconf otherwise")
+    parser.add_argument("--advertise-address", help="IPv4 address to announce (default: the default-route interface)")
+    parser.add_argument("--port-file", type=Path, help="write {url, port, pid} as JSON here once listening")
+    parser.add_argument("--log-dir", type=Path, help="log directory (never inside a data root)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+
+def checked_port(port) -> int:
+    """A TCP port from an option or the config; UsageError (one line, exit 2) when out of range."""
+    try:
+        value = int(port)
+    except (TypeError, ValueError):
+        raise UsageError(f"--port must be a number between 0 and 65535, not {port!r}") from None
+    if not 0 <= value < 65536:
+        raise UsageError(f"--port must be between 0 and 65535, not {value}")
+    return value
 
 
 def serve_until_stopped(server: Server, ready_message: str, port_file: Path | None = None) -> int:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pyme_desk.config import Config
 from pyme_desk.discovery.addresses import is_loopback
-from pyme_desk.errors import UsageError, refuse_root
+from pyme_desk.errors import refuse_root
 from pyme_desk.logs import configure_service_logging, default_log_dir
-from pyme_desk.foreground import serve_until_stopped
+from pyme_desk.foreground import add_server_arguments, checked_port, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,6 @@ def default_journal() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, help="TCP port, 0 for any free one (config: ruleserver-port)")
-    parser.add_argument("--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
-    parser.add_argument("--advertise", choices=("zeroconf", "local", "none"),
-                        help="announce on the network (zeroconf), to this machine (local: sqlite "
-                             "registry), or not at all; default: local on loopback, zeroconf otherwise")
-    parser.add_argument("--advertise-address", help="IPv4 address to announce (default: the default-route interface)")
     parser.add_argument("--journal", type=Path,
                         help=f"sqlite file that keeps rules across restarts (config: {JOURNAL_KEY}; "
                              f"default: {default_journal()})")
@@ -41,18 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, help="re-queues before a task fails (config: ruleserver-retries)")
     parser.add_argument("--lease-timeout", type=float, default=6.0,
                         help="seconds without a heartbeat before a node's tasks are re-queued (default 6)")
-    parser.add_argument("--port-file", type=Path, help="write {url, port, pid} as JSON here once listening")
-    parser.add_argument("--log-dir", type=Path, help="log directory")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    add_server_arguments(parser, "ruleserver-port")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     from pyme_desk.scheduler.server import RuleServer
 
     refuse_root("rule server")
-    port = int(config.get("ruleserver-port") if args.port is None else args.port)
-    if not 0 <= port < 65536:
-        raise UsageError(f"--port must be between 0 and 65535, not {port}")
+    port = checked_port(config.get("ruleserver-port") if args.port is None else args.port)
     bind = args.bind or config.get("desk-bind")
     advertise = args.advertise or ("local" if is_loopback(bind) else "zeroconf")
     task_timeout = float(args.task_timeout if args.task_timeout is not None

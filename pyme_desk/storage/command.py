@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pyme_desk.config import Config, read_token_file
 from pyme_desk.discovery.addresses import is_loopback
-from pyme_desk.errors import UsageError, refuse_root
-from pyme_desk.foreground import serve_until_stopped
+from pyme_desk.errors import refuse_root
+from pyme_desk.foreground import add_server_arguments, checked_port, serve_until_stopped
 from pyme_desk.logs import configure_service_logging
 
 log = logging.getLogger(__name__)
@@ -16,19 +16,11 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, help="directory to serve (config: dataserver-root)")
-    parser.add_argument("--port", type=int, help="TCP port, 0 for any free one (config: dataserver-port)")
-    parser.add_argument("--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
     parser.add_argument("--filter", dest="server_filter", help="cluster name (config: dataserver-filter)")
-    parser.add_argument("--advertise", choices=("zeroconf", "local", "none"),
-                        help="announce on the network (zeroconf), to this machine (local: sqlite "
-                             "registry), or not at all; default: local on loopback, zeroconf otherwise")
-    parser.add_argument("--advertise-address", help="IPv4 address to announce (default: the default-route interface)")
     parser.add_argument("--token-file", type=Path, help="file whose first line is the cluster token")
     parser.add_argument("--insecure-open-writes", action="store_true",
                         help="allow writes without a token when bound off loopback (isolated networks only)")
-    parser.add_argument("--port-file", type=Path, help="write {url, port, pid} as JSON here once listening")
-    parser.add_argument("--log-dir", type=Path, help="log directory (never inside the root)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    add_server_arguments(parser, "dataserver-port")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -36,18 +28,16 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     refuse_root("data server")
     root = args.root or config.data_root
-    port = config.get("dataserver-port") if args.port is None else args.port
+    port = checked_port(config.get("dataserver-port") if args.port is None else args.port)
     bind = args.bind or config.get("desk-bind")
     loopback = is_loopback(bind)
     # writes from this machine need no token; from the network they do (an explicit
     # --token-file always applies)
     token = read_token_file(args.token_file) if args.token_file else (None if loopback else config.cluster_token)
     advertise = args.advertise or ("local" if loopback else "zeroconf")
-    if not 0 <= int(port) < 65536:
-        raise UsageError(f"--port must be between 0 and 65535, not {port}")
     configure_service_logging("dataserver", args.log_dir or config.get("desk-log-dir"),
                               data_root=root, verbose=args.verbose)
-    server = DataServer(root, port=int(port), bind=bind,
+    server = DataServer(root, port=port, bind=bind,
                         server_filter=args.server_filter or config.server_filter, token=token,
                         advertise=advertise, advertise_address=args.advertise_address,
                         allow_open_writes=args.insecure_open_writes,

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from pyme_desk.config import Config, read_token_file, user_config_dir
-from pyme_desk.errors import UsageError, refuse_root
+from pyme_desk.errors import refuse_root
 from pyme_desk.logs import configure_service_logging
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     from pyme_desk.cluster import ClusterClient
-    from pyme_desk.foreground import write_port_file
+    from pyme_desk.foreground import checked_port, write_port_file
     from pyme_desk.webdav.server import WebDAVServer
 
     refuse_root("WebDAV server")
-    if not 0 <= args.port < 65536:
-        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+    port = checked_port(args.port)
     token = read_token_file(args.token_file) if args.token_file else config.cluster_token
     users = args.users
     if users is None and default_users_file(config).is_file():
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     configure_service_logging("webdav", args.log_dir or config.get("desk-log-dir"), verbose=args.verbose)
     client = ClusterClient(args.server, server_filter=args.server_filter or config.server_filter,
                            token=token or "")
-    server = WebDAVServer(client, bind=args.bind or config.get("desk-bind"), port=args.port,
+    server = WebDAVServer(client, bind=args.bind or config.get("desk-bind"), port=port,
                           users_file=users, token=token, read_only=args.read_only,
                           cert=args.cert, key=args.key)
     stop = threading.Event()
