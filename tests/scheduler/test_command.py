@@ -13,25 +13,13 @@ from pathlib import Path
 
 import requests
 
+from tests.helpers import start_service
+
 TEMPLATE = '{"id": "{{ruleID}}~{{taskID}}"}'
 
 
 def start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
-    port_file = tmp_path / "port.json"
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyme_desk", "ruleserver", "--port", "0", "--port-file", str(port_file),
-         "--log-dir", str(tmp_path / "logs"), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if port_file.exists():
-            return proc, json.loads(port_file.read_text())
-        if proc.poll() is not None:
-            raise AssertionError(f"rule server exited: {proc.stderr.read().decode()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("rule server did not start")
+    return start_service(tmp_path, "ruleserver", "--port", "0", *extra)
 
 
 def stop(proc: subprocess.Popen) -> tuple[bytes, bytes]:

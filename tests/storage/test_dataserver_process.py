@@ -1,5 +1,4 @@
 """The data server as a real subprocess: start-up, registry, clean shutdown, kill -9 mid-PUT."""
-import json
 import os
 import signal
 import socket
@@ -13,23 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers import start_service
 
-def start_server(root: Path, tmp_path: Path, *extra: str, env=None) -> tuple[subprocess.Popen, dict]:
-    port_file = tmp_path / "port.json"
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyme_desk", "dataserver", "--root", str(root), "--port", "0",
-         "--port-file", str(port_file), "--log-dir", str(tmp_path / "logs"), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if port_file.exists():
-            return proc, json.loads(port_file.read_text())
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read().decode()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("server did not start")
+
+def start_server(root: Path, tmp_path: Path, *extra: str, env=None):
+    return start_service(tmp_path, "dataserver", "--root", str(root), "--port", "0", *extra, env=env)
 
 
 def registry_names() -> list[str]:
