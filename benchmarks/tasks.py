@@ -180,12 +180,14 @@ def raw_benchmark(args: argparse.Namespace) -> dict:
 
 
 # -- section 2: end to end (post -> bid -> run -> hand in) ---------------------------------------
-# Owned by the node-server work (pyme_desk/node): start a rule server and one node server with
-# 2 workers, post a no-op rule of 20,000 tasks, and report tasks/s and the p99 latency from
-# release to completion (target >= 1,000 tasks/s on 2 cores).
+# The measurement itself lives in tasks_e2e.py (rule server + one node server with 2 workers,
+# 20,000 no-op tasks; target >= 1,000 tasks/s on 2 cores); --mode e2e/all runs it from here too.
 
 def end_to_end_benchmark(args: argparse.Namespace) -> dict:
-    return {"skipped": "the end-to-end benchmark comes with the node server (pyme_desk/node)"}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tasks_e2e import run_benchmark
+
+    return run_benchmark(20_000 if not args.quick else 2_000, rate=500.0, tmp=args.tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

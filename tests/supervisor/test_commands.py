@@ -62,14 +62,15 @@ def test_children_exit_when_the_supervisor_is_killed(tmp_path, env, data_root):
     try:
         Lines(proc.stdout).wait("ready in", 30)
         tree = psutil.Process(proc.pid).children(recursive=True)
-        data_server = next(p for p in tree if "dataserver" in p.cmdline())
+        names = {"dataserver", "ruleserver", "nodeserver", "pyme_desk.node.worker"}
+        assert {n for p in tree for n in names if n in p.cmdline()} == names, [p.cmdline() for p in tree]
         proc.kill()  # SIGKILL: no clean-up code of the supervisor runs
         proc.wait()
-        # the lifeline (stdin closing) tells the data server to stop on its own
-        wait_for(lambda: not alive([data_server]), 10, "the data server to exit after its supervisor died")
+        # the lifeline (stdin closing) tells every server, and through the node its workers, to stop
+        wait_for(lambda: not alive(tree), 15, "every child to exit after its supervisor died")
     finally:
         proc.kill()
-        for p in tree:  # servers without the lifeline would outlive the test
+        for p in tree:  # anything still alive here is a failure above; do not leave it running
             try:
                 p.kill()
             except psutil.Error:
