@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pyme_desk.config import Config
 from pyme_desk.discovery.addresses import is_loopback
-from pyme_desk.errors import UsageError, refuse_root
-from pyme_desk.foreground import serve_until_stopped
+from pyme_desk.errors import refuse_root
+from pyme_desk.foreground import add_server_arguments, checked_port, serve_until_stopped
 from pyme_desk.logs import configure_service_logging
 
 log = logging.getLogger(__name__)
@@ -21,31 +21,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "whenever it restarts")
     parser.add_argument("--workers", type=int, help="worker processes (config: nodeserver-num_workers; "
                                                     "default: CPU count)")
-    parser.add_argument("--port", type=int, help="TCP port for the workers' API, 0 for any free one "
-                                                 "(config: nodeserver-port)")
-    parser.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--server", action="append", metavar="URL", dest="servers",
                         help="a data server of the cluster (repeatable; default: discover them)")
     parser.add_argument("--root", type=Path, help="this machine's data root, for bidding on the tasks "
                                                   "whose data it holds (config: dataserver-root)")
     parser.add_argument("--filter", dest="server_filter", help="cluster name (config: dataserver-filter)")
-    parser.add_argument("--advertise", choices=("zeroconf", "local", "none"),
-                        help="announce this node and look for the rule server on the network (zeroconf) "
-                             "or on this machine only (local); default: local on loopback, zeroconf otherwise")
-    parser.add_argument("--advertise-address", help="IPv4 address to announce (default: the default-route interface)")
     parser.add_argument("--chunk-size", type=int, help="tasks queued per worker (config: nodeserver-chunksize)")
-    parser.add_argument("--port-file", type=Path, help="write {url, port, pid} as JSON here once listening")
-    parser.add_argument("--log-dir", type=Path, help="log directory (never inside the data root)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    add_server_arguments(parser, "nodeserver-port")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     from pyme_desk.node.server import NodeServer
 
     refuse_root("node server")
-    port = config.get("nodeserver-port") if args.port is None else args.port
-    if not 0 <= int(port) < 65536:
-        raise UsageError(f"--port must be between 0 and 65535, not {port}")
+    port = checked_port(config.get("nodeserver-port") if args.port is None else args.port)
     bind = args.bind or config.get("desk-bind")
     workers = args.workers if args.workers is not None else config.get("nodeserver-num_workers")
     chunk = args.chunk_size if args.chunk_size is not None else config.get("nodeserver-chunksize")
@@ -53,7 +42,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     log_dir = args.log_dir or config.get("desk-log-dir")
     advertise = args.advertise or ("local" if is_loopback(bind) else "zeroconf")
     log_file = configure_service_logging("nodeserver", log_dir, data_root=root, verbose=args.verbose)
-    node = NodeServer(ruleserver=args.ruleserver, workers=workers, port=int(port), bind=bind,
+    node = NodeServer(ruleserver=args.ruleserver, workers=workers, port=port, bind=bind,
                       data_root=root, server_filter=args.server_filter or config.server_filter,
                       servers=args.servers, advertise=advertise, advertise_address=args.advertise_address,
                       chunk_size=int(chunk), worker_get_timeout=float(config.get("nodeserver-worker-get-timeout")),
