@@ -30,7 +30,6 @@ import requests
 
 from pyme_desk.analysis.fitmodules import module_for_backend
 from pyme_desk.cluster import ClusterClient
-from pyme_desk.cluster.errors import ClusterError
 from pyme_desk.cluster.uris import format_cluster_uri, parse_cluster_uri
 
 #: ``max_tasks`` of a rule whose series is still being spooled (as PYME).

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import glob as globmod
 import hmac
+import json
 import logging
-import mimetypes
 import os
 import shutil
 import stat
@@ -22,6 +22,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
+
+import requests
 
 from pyme_desk.discovery.addresses import advertise_address, is_loopback
 from pyme_desk.errors import UsageError
@@ -53,7 +55,6 @@ class _Deferred:
 
     def __init__(self, error: HTTPError) -> None:
         self.error = error
-        self.sink = DiscardSink()
 
     def write(self, chunk: bytes) -> None:
         pass
@@ -304,8 +305,6 @@ class DataServerApp:
             self.listings.file_changed(path)
 
     def _mirror(self, url_path: str, source: str) -> None:
-        import requests
-
         target = self.root.resolve(url_path)
         if target.trailing_slash or not target.rel:
             raise HTTPError(400, "MirrorSource needs a file path")
@@ -401,8 +400,6 @@ def _split_container(rel: str, suffixes: tuple[str, ...], allow_bare: bool = Fal
 
 
 def _json_object(body: bytes, what: str) -> dict:
-    import json
-
     try:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -414,8 +411,6 @@ def _json_object(body: bytes, what: str) -> dict:
 
 def _events(body: bytes):
     """Events arrive as JSON ``[[name, descr, time], ...]`` or as a record array."""
-    import json
-
     try:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

@@ -31,7 +31,6 @@ import zlib
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote_to_bytes
 
