@@ -10,6 +10,9 @@ in the log.
 The same thread calls ``/node_heartbeat`` every ``heartbeatInterval`` seconds (as the rule
 server asks) so the tasks this node holds stay leased to it; not to a rule server that keeps no
 leases (PYME's, see :attr:`RuleServerLink.leases`).
+
+:func:`return_tasks` gives a stopping node's unstarted tasks back (``/return_tasks``, pyme-desk's
+rule server only), so they are handed out again at once and no retry is counted against them.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import threading
 import time
 
 from pyme_desk.node.ruleserver_client import RuleServerLink, RuleServerRefused, RuleServerUnavailable
+from pyme_desk.node.templates import split_task_key
 
 log = logging.getLogger(__name__)
 
@@ -163,3 +167,29 @@ class HandinReporter:
             return
         except RuleServerRefused as e:
             log.warning("heartbeat refused: %s", e)
+
+
+def return_tasks(link: RuleServerLink, task_ids: list[str], timeout: float = 5.0) -> int:
+    """Give tasks (``<ruleID>~<n>``) this node won but will not run back to the rule server;
+    returns how many it made available again.  A failure is logged: the tasks then come back
+    when this node's lease lapses, as after a crash."""
+    by_rule: dict[str, list[int]] = {}
+    for key in task_ids:
+        try:
+            rule_id, number = split_task_key(key)
+        except ValueError:
+            continue
+        by_rule.setdefault(rule_id, []).append(number)
+    if not by_rule:
+        return 0
+    body = [{"ruleID": rule_id, "taskIDs": sorted(ids)} for rule_id, ids in by_rule.items()]
+    try:
+        answer = link.call("return_tasks", body, timeout=timeout)
+    except (RuleServerUnavailable, RuleServerRefused) as e:
+        log.warning("could not give %d unstarted tasks back to the rule server (%s); it hands them out "
+                    "again once this node's lease lapses", len(task_ids), e)
+        return 0
+    returned = answer.get("returned", 0) if isinstance(answer, dict) else 0
+    log.info("gave %s unstarted tasks back to the rule server (%s no longer ours)", returned,
+             answer.get("ignored", 0) if isinstance(answer, dict) else "?")
+    return int(returned) if isinstance(returned, int) else 0

@@ -1,9 +1,13 @@
 """The node server: wins tasks from the rule server and runs them on local worker processes.
 
 ``NodeServer`` is a plain object like the data and rule servers: ``start()`` returns once it
-listens and its workers are starting, ``url`` says where, ``stop()`` shuts down in order (stop
-bidding → let workers finish what is queued, up to ``drain_timeout`` → stop the workers → hand
-in everything done → stop serving).  The CLI (``pyme-desk nodeserver``), the tests and the
+listens and its workers are starting, ``url`` says where, ``stop()`` shuts down in order: stop
+bidding → let workers finish their tasks, up to ``drain_timeout`` → stop the workers → give the
+tasks won but not run back to the rule server → hand in everything done → stop serving.  With a
+rule server that keeps leases (pyme-desk's) the queued tasks are taken out first, so no worker
+starts them, and given back with ``/return_tasks`` (no retry counted); PYME's rule server has
+no such call, so there the workers first work through the queue, and what is left over comes
+back by the rule server's task time-out.  The CLI (``pyme-desk nodeserver``), the tests and the
 benchmark use it alike.  Its parts: :mod:`.ruleserver_client` (finding and calling the rule
 server), :mod:`.bidder` (the bidding loop), :mod:`.taskqueue` (the local queue),
 :mod:`.handins` (batched hand-ins and heartbeats), :mod:`.pool` (worker processes).
@@ -40,7 +44,7 @@ from pathlib import Path
 from pyme_desk.errors import UsageError
 from pyme_desk.names import computer_name, service_name
 from pyme_desk.node.bidder import Bidder
-from pyme_desk.node.handins import STATUS_COMPLETE, STATUS_FAILED, HandinReporter
+from pyme_desk.node.handins import STATUS_COMPLETE, STATUS_FAILED, HandinReporter, return_tasks
 from pyme_desk.node.locality import Locality
 from pyme_desk.node.pool import WorkerPool
 from pyme_desk.node.ruleserver_client import TASKDIST_PROTOCOL, RuleServerLink
@@ -109,6 +113,8 @@ class NodeServer:
                              capacity=chunk_size * max(1, n_workers), allow_nonlocal=allow_nonlocal,
                              poll_interval=poll_interval)
         self.pool: WorkerPool | None = None
+        #: unstarted tasks given back to the rule server on stop
+        self.tasks_returned = 0
         self._advertiser = None
         self._stopped = threading.Event()
         self._service = BackgroundServer(lambda: NodeApp(self).app(), bind, port, name="node server",
@@ -137,14 +143,21 @@ class NodeServer:
             return
         self._stopped.set()
         self.bidder.stop()
+        giving_back = self.link.leases
+        unstarted = self.queue.withdraw() if giving_back else []
         if self.pool is not None and not self.queue.wait_until_drained(self.drain_timeout):
-            log.info("stopping with %d tasks queued and %d running; the rule server will hand them out "
-                     "again", self.queue.queued(), self.queue.in_flight())
+            log.info("stopping with %d tasks queued and %d running", self.queue.queued(), self.queue.in_flight())
         if self.pool is not None:
             self.pool.request_stop()
         self.queue.close()
         if self.pool is not None:
             self.pool.stop(grace)
+        if giving_back:  # what our (now stopped) workers did not finish goes back too
+            unstarted += self.queue.withdraw(held_too=self.pool is not None)
+            self.tasks_returned = return_tasks(self.link, unstarted, flush_timeout)
+        elif self.queue.queued() or self.queue.in_flight():
+            log.info("the rule server keeps no leases: its task time-out will hand out the %d tasks "
+                     "left here again", self.queue.queued() + self.queue.in_flight())
         self.reporter.stop(flush_timeout)
         self.link.stop()
         self._service.stop(grace)

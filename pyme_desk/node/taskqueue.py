@@ -5,7 +5,8 @@ Bidding and supervision run on threads; workers are served from the HTTP event l
 :meth:`TaskQueue.take` waits for tasks without blocking the loop (a future per waiting request,
 woken through ``call_soon_threadsafe``).  Tasks are handed out in the order they were won, so a
 rule's oldest tasks run first.  When a worker dies, the tasks it held go back to the front of the
-queue and run again on another worker (counted in :attr:`TaskQueue.requeued`).
+queue and run again on another worker (counted in :attr:`TaskQueue.requeued`).  When the node
+stops, :meth:`TaskQueue.withdraw` takes out the tasks no worker will run, to give them back.
 """
 from __future__ import annotations
 
@@ -82,7 +83,13 @@ class TaskQueue:
     def known(self, task_id: str) -> bool:
         """True while the task is queued or held by a worker, or was lately handed in or lost to
         another node: not worth bidding on."""
-        return task_id in self._keys or task_id in self._recent_keys
+        if task_id in self._keys:
+            return True
+        if task_id not in self._recent_keys:
+            return False
+        with self._lock:  # only recent for RECENT_S, even when nothing new is remembered meanwhile
+            self._forget_old(time.monotonic())
+            return task_id in self._recent_keys
 
     def note_lost(self, task_ids: Iterable[str]) -> None:
         """Tasks this node bid on and did not win: another node has them."""
@@ -175,10 +182,13 @@ class TaskQueue:
 
     def _remember(self, task_id: str) -> None:
         now = time.monotonic()
-        while self._recent and now - self._recent[0][0] > RECENT_S:
-            self._recent_keys.discard(self._recent.popleft()[1])
+        self._forget_old(now)
         self._recent.append((now, task_id))
         self._recent_keys.add(task_id)
+
+    def _forget_old(self, now: float) -> None:
+        while self._recent and now - self._recent[0][0] > RECENT_S:
+            self._recent_keys.discard(self._recent.popleft()[1])
 
     def requeue_worker(self, pid: int) -> int:
         """Put the tasks held by the worker with process ID ``pid`` back at the front of the queue."""
@@ -198,6 +208,23 @@ class TaskQueue:
         if lost:
             self._wake_threadsafe()
         return len(lost)
+
+    def withdraw(self, *, held_too: bool = False) -> list[str]:
+        """Take every queued task out of the queue (and, with ``held_too``, forget the tasks
+        workers hold but have not handed in: call that only once those workers have exited);
+        returns their IDs."""
+        with self._lock:
+            tasks = list(self._queued)
+            self._queued.clear()
+            if held_too:
+                tasks += [task for _, task in self._given.values()]
+                self._given.clear()
+                for record in self._workers.values():
+                    record.holding.clear()
+            ids = [task["id"] for task in tasks]
+            self._keys.difference_update(ids)
+            self._changed.notify_all()
+        return ids
 
     def close(self) -> None:
         """Stop handing out tasks; waiting requests return empty at once."""

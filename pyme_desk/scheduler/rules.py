@@ -13,6 +13,8 @@ How tasks move:
 * re-queue (task time-out, or the node's lease lapsed because it stopped heart-beating):
   ``ASSIGNED`` -> ``AVAILABLE`` with one more retry, or ``FAILED`` once the retries exceed
   the limit;
+* return (a node shutting down gives back tasks it won but never started):
+  ``ASSIGNED`` -> ``AVAILABLE`` at once, counted neither as a retry nor as a time-out;
 * hand-in: ``COMPLETE``/``FAILED``.  The first hand-in that ends a task wins and every later
   one is only counted as a duplicate, so each task is counted exactly once whatever the order
   of late hand-ins.  A success always ends a task that is not yet ended (a late result is
@@ -157,6 +159,18 @@ def parse_handins(obj: Any) -> list[HandIn]:
                                     or not all(r is None or isinstance(r, str) for r in reasons)):
             raise SchedulerError(f"hand-in {i} reasons must be a list of strings or nulls, one per task ID")
         out.append(HandIn(item["ruleID"], ids, status_arr, reasons))
+    return out
+
+
+def parse_returns(obj: Any) -> list[tuple[str, np.ndarray]]:
+    """The body of ``return_tasks``: ``[{"ruleID", "taskIDs"}, ...]`` as (rule ID, task IDs)."""
+    if not isinstance(obj, list):
+        raise SchedulerError("the return body must be a JSON list of {ruleID, taskIDs}")
+    out = []
+    for i, item in enumerate(obj):
+        if not isinstance(item, dict) or not isinstance(item.get("ruleID"), str):
+            raise SchedulerError(f"return {i} must be an object with a string ruleID")
+        out.append((item["ruleID"], _int_array(item.get("taskIDs", []), f"return {i} taskIDs")))
     return out
 
 
@@ -622,6 +636,39 @@ class RuleBook:
             self.node_list[idx].assigned -= n
         rule.owner[ids] = NO_OWNER
         rule.n_assigned -= len(ids)
+
+    def return_tasks(self, node: Node, returns: list[tuple[str, np.ndarray]],
+                     now: float | None = None) -> tuple[int, int, list[str]]:
+        """Put the tasks ``node`` holds among ``returns`` back to AVAILABLE, with no retry counted.
+
+        Returns (tasks returned, tasks ignored, unknown rule IDs): a task is ignored when the node
+        does not hold it (handed in, re-queued, held by another node, never released, out of
+        range) or its rule is unknown.
+        """
+        wall = time.time() if now is None else now
+        returned = ignored = 0
+        unknown: list[str] = []
+        with self.lock:
+            for rule_id, task_ids in returns:
+                ids = np.unique(task_ids)
+                rule = self.rules.get(rule_id)
+                if rule is None:
+                    unknown.append(rule_id)
+                    ignored += len(ids)
+                    continue
+                asked = len(ids)
+                ids = ids[(ids >= 0) & (ids < rule.size)]
+                held = ids[(rule.status[ids] == ASSIGNED) & (rule.owner[ids] == node.index)]
+                ignored += asked - len(held)
+                if not len(held):
+                    continue
+                self._unassign(rule, held)
+                rule.status[held] = AVAILABLE
+                rule.n_available += len(held)
+                returned += len(held)
+                self.version += 1
+                self._touch(rule, wall)
+        return returned, ignored, unknown
 
     # -- hand-ins --------------------------------------------------------------------------
     def handin(self, node: Node, handins: list[HandIn], now: float | None = None) -> list[str]:

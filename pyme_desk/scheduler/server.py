@@ -81,6 +81,14 @@ identified by its IP address and its tasks are recovered only by the task time-o
     a *lease*: if no heartbeat (or other request carrying its ``nodeID``) arrives for
     ``leaseTimeout`` seconds, all tasks assigned to it are re-queued (counted in
     ``tasksTimedOut``).  Send one every ``heartbeatInterval`` seconds.
+``/return_tasks?nodeID=N``
+    body ``[{"ruleID": ID, "taskIDs": [int, ...]}, ...]``: a node server shutting down gives
+    back the tasks it won but never started.  Those still assigned to node ``N`` become
+    available again at once (oldest first as ever), counted neither as a retry nor in
+    ``tasksTimedOut``; the change is in the journal before the reply.  Tasks the node does not
+    hold (handed in, re-queued, held by another node) and tasks of unknown rules are ignored.
+    -> ``{"ok": true, "returned": <tasks made available>, "ignored": <tasks left alone>,
+    "unknownRules": [ID, ...]}``; 400 without ``nodeID`` or with a malformed body.
 Task time-out: a task assigned for longer than the task time-out (``--task-timeout``, default
 600 s) is re-queued whether or not its node heart-beats.  A task re-queued more than
 ``ruleserver-retries`` times (default 1) becomes FAILED with a reason.
@@ -120,7 +128,8 @@ from pyme_desk.errors import UsageError
 from pyme_desk.names import service_name
 from pyme_desk.scheduler.journal import Journal, JournalError, JournalWriter
 from pyme_desk.scheduler.rules import (COST_THRESHOLD, DEFAULT_MAX_TASKS, DEFAULT_RULE_TIMEOUT, Bid, Node,
-                                       RuleBook, SchedulerError, lowest_costs, parse_bids, parse_handins)
+                                       RuleBook, SchedulerError, lowest_costs, parse_bids, parse_handins,
+                                       parse_returns)
 from pyme_desk.web.errors import HTTPError
 from pyme_desk.web.http import Request, Response
 from pyme_desk.web.jsonapi import GZIP_MIN, JSONApp, blocking, json_body, param
@@ -244,6 +253,7 @@ class RuleServerApp:
             "distributor/queues": self.distributor_queues,
             "queue_info_longpoll": self.queue_info_longpoll,
             "node_heartbeat": self.node_heartbeat,
+            "return_tasks": self.return_tasks,
             "status": self.status,
             "": self.index,
         }
@@ -325,6 +335,18 @@ class RuleServerApp:
         if unknown:
             return {"ok": "False", "error": f"unknown rules: {sorted(set(unknown))}"}
         return {"ok": "True"}
+
+    @blocking
+    def return_tasks(self, request: Request, body: bytes) -> dict:
+        node_id = param(request, "nodeID")
+        if not node_id:
+            raise HTTPError(400, "return_tasks needs the nodeID of the node that holds the tasks")
+        returns = parse_returns(json_body(body))
+        returned, ignored, unknown = self.book.return_tasks(self._node(request, node_id), returns)
+        if returned:
+            log.info("node %s returned %d tasks", node_id, returned)
+            self.server.sync_journal()
+        return {"ok": True, "returned": returned, "ignored": ignored, "unknownRules": sorted(set(unknown))}
 
     def node_heartbeat(self, request: Request, body: bytes) -> dict:
         node = self.book.heartbeat(param(request, "nodeID"), request.peer.rsplit(":", 1)[0])

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from pyme_desk.node.bidder import choose_bids, make_task
 from pyme_desk.node.locality import LOCAL_COST, REMOTE_COST, Locality, task_cost
+from pyme_desk.node import taskqueue
 from pyme_desk.node.taskqueue import TaskQueue
 from pyme_desk.node.tasks import INVALID_TASK_TYPE
 from pyme_desk.node.templates import TemplateError, fill_template, split_task_key
@@ -123,3 +125,14 @@ def test_tasks_lost_to_another_node_are_not_bid_on_again_at_once():
     queue.note_lost(["r~0", "r~1"])
     bids = choose_bids([_advert("r", range(4), template='{"type": "noop"}')], 10, Locality(None, "c"), queue, True)
     assert bids[0]["taskIDs"] == [2, 3]
+
+
+def test_tasks_lost_to_another_node_are_bid_on_again_later_even_when_nothing_else_happens(monkeypatch):
+    """A node that lost bids and then went idle must still take those tasks once they come back
+    (returned by a stopping node, or re-queued)."""
+    monkeypatch.setattr(taskqueue, "RECENT_S", 0.05)
+    queue = TaskQueue()
+    queue.note_lost(["r~0", "r~1"])
+    assert queue.known("r~0")
+    time.sleep(0.1)
+    assert not queue.known("r~0") and not queue.known("r~1")

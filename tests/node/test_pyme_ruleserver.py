@@ -17,16 +17,19 @@ TEMPLATE = json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop"})
 class PymeShapedRuleServer:
     """One rule of ``n`` tasks behind PYME's §7.2 shapes; ``/node_heartbeat`` is a 404 as in PYME."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, template: str = TEMPLATE) -> None:
+        self.template = template
         self.available = set(range(n))
         self.done: dict[int, int] = {}
         self.heartbeat_calls = 0
+        self.return_calls = 0
         self.lock = threading.Lock()
         self.service = BackgroundServer(self.app, "127.0.0.1", 0, name="pyme-shaped rule server")
 
     def app(self) -> JSONApp:
         return JSONApp({"task_advertisements": self.pyme(self.adverts), "bid_on_tasks": self.pyme(self.bid),
-                        "handin": self.pyme(self.handin), "node_heartbeat": self.heartbeat})
+                        "handin": self.pyme(self.handin), "node_heartbeat": self.heartbeat,
+                        "return_tasks": self.give_back})
 
     def pyme(self, handler):
         """PYME passes query parameters to handlers as arguments: an unknown one is a 500."""
@@ -39,7 +42,7 @@ class PymeShapedRuleServer:
     def adverts(self, request, body):
         with self.lock:
             ids = sorted(self.available)
-        return [{"ruleID": "000001-pyme", "taskTemplate": TEMPLATE, "availableTaskIDs": ids}] if ids else []
+        return [{"ruleID": "000001-pyme", "taskTemplate": self.template, "availableTaskIDs": ids}] if ids else []
 
     def bid(self, request, body):
         awards = []
@@ -47,7 +50,7 @@ class PymeShapedRuleServer:
             with self.lock:
                 won = [i for i in bid["taskIDs"] if i in self.available]
                 self.available.difference_update(won)
-            awards.append({"ruleID": bid["ruleID"], "taskIDs": won, "template": TEMPLATE})
+            awards.append({"ruleID": bid["ruleID"], "taskIDs": won, "template": self.template})
         return awards
 
     def handin(self, request, body):
@@ -56,6 +59,11 @@ class PymeShapedRuleServer:
                 with self.lock:
                     self.done[task_id] = status
         return {"ok": "True"}
+
+    def give_back(self, request, body):
+        """Not PYME's: only here to see that a node never calls it."""
+        self.return_calls += 1
+        raise HTTPError(404, "no such endpoint: /return_tasks")
 
     def heartbeat(self, request, body):
         self.heartbeat_calls += 1
@@ -75,3 +83,18 @@ def test_a_rule_server_without_heartbeats_is_asked_once_and_still_served():
     finally:
         node.stop()
         rs.service.stop()
+
+
+def test_a_node_stopping_with_a_queue_leaves_it_to_a_pyme_rule_servers_time_out():
+    rs = PymeShapedRuleServer(300, json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop",
+                                               "taskdef": {"sleep": 0.02}}))
+    port = rs.service.start()
+    node = NodeServer(ruleserver=f"http://127.0.0.1:{port}", workers=1, chunk_size=100, drain_timeout=0.3).start()
+    try:
+        wait_for(lambda: node_status(node.url)["nQueued"] >= 50 and rs.done, 20, "a queue and a first hand-in")
+    finally:
+        node.stop()
+        rs.service.stop()
+    assert rs.return_calls == 0 and node.tasks_returned == 0
+    assert 0 < len(rs.done) < 300 - len(rs.available)  # won tasks were left over, as PYME expects
+    assert set(rs.done.values()) == {3}
