@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -86,8 +87,13 @@ def main(argv=None) -> int:
     latency = np.array(late)
     process = psutil.Process()
     rss_start = process.memory_info().rss
-    if args.memory_seconds:
-        run_for(args.memory_seconds)
+    rss_samples_mb = [round(rss_start / 2**20, 1)]
+    remaining = args.memory_seconds
+    while remaining > 0:  # one RSS sample a minute shows a trend, not just two points
+        step = min(60.0, remaining)
+        run_for(step)
+        remaining -= step
+        rss_samples_mb.append(round(process.memory_info().rss / 2**20, 1))
     rss_end = process.memory_info().rss
     snap = acquisition.snapshot()
     analyses = desk.analysis_snapshots()
@@ -103,12 +109,13 @@ def main(argv=None) -> int:
         "analysis": ({"state": analyses[-1].state, "tasks_completed": analyses[-1].tasks_completed,
                       "tasks_failed": analyses[-1].tasks_failed} if analysed and analyses else None),
         "rss_mb": {"after_latency_run": round(rss_start / 2**20, 1), "after_memory_run": round(rss_end / 2**20, 1),
-                   "memory_seconds": args.memory_seconds},
+                   "memory_seconds": args.memory_seconds, "samples_per_minute": rss_samples_mb},
     }
     timer.stop()
     window.shutdown()
     window.deleteLater()
     app.processEvents()
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

@@ -37,6 +37,7 @@ class ServiceSnapshot:
     message: str = ""  # why it failed or is degraded
     node: str = "local"
     log_tail: tuple[str, ...] = ()
+    node_url: str = ""  # the node agent running it ("" for the desk's own cluster)
 
 
 class ServiceControl(Protocol):

@@ -28,9 +28,10 @@ def font_guard(qapp):
 
 
 @pytest.fixture
-def desk(data_root, tmp_path):
+def desk(request, data_root, tmp_path):
     """A started desk over the embedded cluster of one on 127.0.0.1: the supervisor's data, rule
-    and node servers (one worker), or an in-process data server where there is no supervisor."""
+    and node servers (one worker), or an in-process data server where there is no supervisor.
+    Parametrize it indirectly with ``"local"`` to have it find node agents on this machine."""
     # No dataserver-filter: the supervisor's child processes read the default config, so the
     # desk must use the same (default) cluster name as they do.
     config = Config(values={"dataserver-root": str(data_root), "nodeserver-num_workers": 1})
@@ -38,7 +39,7 @@ def desk(data_root, tmp_path):
     if HAS_SUPERVISOR:
         options = dict(log_dir=tmp_path / "logs", state_dir=tmp_path / "state")
     d = Desk(config, services=default_services(config, False, **options), discover=False,
-             attached_file=tmp_path / "nodes.json")
+             attached_file=tmp_path / "nodes.json", discover_agents=getattr(request, "param", "none"))
     d.start()
     yield d
     d.stop()

@@ -94,11 +94,19 @@ def test_nodes_panel_shows_the_local_node_then_an_attached_one_that_dies(qtbot, 
     qtbot.waitUntil(lambda: second.url not in table_column(panel.table, 1), timeout=WAIT_MS)
 
 
-def test_nodes_panel_refuses_a_bad_address(window):
+def test_nodes_panel_refuses_a_bad_address(qtbot, window):
     panel = window.panels["nodes"]
     panel.address.setText("not a url at all")
     panel.attach()
-    assert "is not a node address" in panel.message.text()
+    qtbot.waitUntil(lambda: "is not a node address" in panel.message.text(), timeout=WAIT_MS)
+    with socket.socket() as s:  # a free port: nothing answers there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    panel.address.setText(f"127.0.0.1:{port}")
+    panel.attach()
+    qtbot.waitUntil(lambda: panel.message.text().startswith("cannot attach: "), timeout=WAIT_MS)
+    assert "cannot connect" in panel.message.text() and "Traceback" not in panel.message.text()
+    assert window.desk.attached.urls() == []
 
 
 def test_gpu_panel_explains_missing_gpus_or_plots_them(qtbot, window):
