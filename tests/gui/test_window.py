@@ -139,3 +139,26 @@ def test_closing_during_an_acquisition_asks_first(qtbot, window, desk, monkeypat
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
     window.close()
     assert window.stopped
+
+
+def test_nodes_panel_shows_workers_tasks_and_the_rule_servers_nodes(qtbot, window, desk):
+    if desk.analysis_unavailable():
+        import pytest
+        pytest.skip(desk.analysis_unavailable())
+    panel = window.panels["nodes"]
+    local = desk.local_urls()[0]
+
+    def local_row():
+        return table_column(panel.table, 1).index(local) if local in table_column(panel.table, 1) else None
+
+    # one worker (the desk fixture asks for one), read from the node server's /node/status
+    qtbot.waitUntil(lambda: local_row() is not None
+                    and panel.table.item(local_row(), 8).text() in ("1 idle", "1 busy", "1 starting"), timeout=WAIT_MS)
+    assert panel.table.item(local_row(), 9).text() in ("n/a", "0.0")  # nothing analysed: no tasks/s yet
+    # the rule server lists the node server once it has asked for work, under the same node ID
+    node_id = desk.latest("nodes").value.by_url(local).node_id
+    assert node_id
+    qtbot.waitUntil(lambda: node_id in table_column(panel.rules, 0), timeout=WAIT_MS)
+    row = table_column(panel.rules, 0).index(node_id)
+    assert panel.rules.item(row, 2).text() == "yes"
+    qtbot.waitUntil(lambda: panel.table.item(local_row(), 10).text() == "0", timeout=WAIT_MS)
