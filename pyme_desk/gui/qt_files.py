@@ -17,7 +17,8 @@ from pyme_desk.gui.qt_workers import run_task
 from pyme_desk.model import formatting as fmt
 from pyme_desk.model.files import FileRow, SeriesInfo, breadcrumbs
 
-COLUMNS = ("Name", "Kind", "Size")
+COLUMNS = ("Name", "Kind", "Size", "Modified")
+MODIFIED_COLUMN = 3
 PATH_ROLE = Qt.UserRole
 
 
@@ -33,6 +34,7 @@ class QtFilesPanel(QtPanel):
         self.rows: tuple[FileRow, ...] = ()
         self.series: SeriesInfo | None = None
         self._listing_in_flight = False
+        self._modified: dict[str, str] = {}  # path -> date text, asked for one selected file at a time
         self._tree_items: dict[str, QTreeWidgetItem] = {}
 
         self.crumbs = QHBoxLayout()
@@ -46,6 +48,8 @@ class QtFilesPanel(QtPanel):
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(MODIFIED_COLUMN).setToolTip(
+            "Listings carry no dates: the date of a file is asked for when you select it")
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -126,7 +130,7 @@ class QtFilesPanel(QtPanel):
         for i, row in enumerate(rows):
             size = f"{row.size} entries" if row.is_dir else fmt.size(row.size)
             for col, text in enumerate((row.name + ("/" if row.is_dir and not row.is_series else ""),
-                                        row.kind, size)):
+                                        row.kind, size, self._modified.get(row.path, ""))):
                 self.table.setItem(i, col, QTableWidgetItem(text))
             if selected is not None and row.path == selected.path:
                 self.table.selectRow(i)
@@ -174,6 +178,8 @@ class QtFilesPanel(QtPanel):
 
     def _selected(self) -> None:
         row = self.selected_row()
+        if row is not None and not row.is_dir:
+            self._ask_modified(row)
         if row is None or not row.is_series:
             return
         if self.series is not None and self.series.path == row.path:
@@ -181,6 +187,28 @@ class QtFilesPanel(QtPanel):
         self.summary.setText(f"reading {row.path} ...")
         run_task(self.desk.files.series_info, row.path, on_done=self._show_series,
                  on_error=lambda e: self.summary.setText(f"cannot read the series: {e}"))
+
+    def _ask_modified(self, row: FileRow) -> None:
+        """Fetch the selected file's date (one HEAD request, on a worker thread)."""
+        if row.path in self._modified:
+            return
+        self._modified[row.path] = "..."
+        self._show_modified(row.path)
+        run_task(self.desk.files.modified, row.path,
+                 on_done=lambda t: self._got_modified(row.path, fmt.timestamp(t)),
+                 on_error=lambda e: self._got_modified(row.path, "unknown"))
+
+    def _got_modified(self, path: str, text: str) -> None:
+        self._modified[path] = text
+        self._show_modified(path)
+        selected = self.selected_row()
+        if selected is not None and selected.path == path:
+            self.summary.setText(f"<b>{path}</b>: {fmt.size(selected.size)}, modified {text}")
+
+    def _show_modified(self, path: str) -> None:
+        for i, row in enumerate(self.rows):
+            if row.path == path and self.table.item(i, MODIFIED_COLUMN) is not None:
+                self.table.item(i, MODIFIED_COLUMN).setText(self._modified[path])
 
     # -- series ------------------------------------------------------------------------------
 

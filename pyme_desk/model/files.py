@@ -2,19 +2,28 @@
 
 Every method here blocks on the network, so the GUI calls them from worker threads; results
 are immutable (:class:`FileRow`, :class:`SeriesInfo`) or fresh numpy arrays.
+
+Listings carry no dates (PYME's wire format has names, kinds and sizes only), so a file's
+modification time is asked for one file at a time (:meth:`FilesModel.modified`, an HTTP HEAD),
+never for a whole folder.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import requests
 
 from pyme_desk.cluster import ClusterClient
+from pyme_desk.cluster.errors import ClusterFileNotFoundError
 
 #: Chunk size for progress reports on download (bytes).
 PROGRESS_CHUNK = 1 << 20
+#: Seconds a HEAD request for a file's date may take.
+HEAD_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,20 @@ class FilesModel:
                                 is_series=entry.is_series, complete=entry.is_complete, size=entry.size))
         rows.sort(key=lambda r: (not r.is_dir, r.name.lower()))
         return tuple(rows)
+
+    def modified(self, path: str) -> float | None:
+        """When file ``path`` was last modified (Unix time) by its data server's ``Last-Modified``
+        header; ``None`` when the server does not say."""
+        locations = self.client.locate_file(path)
+        if not locations:
+            raise ClusterFileNotFoundError(f"{path!r} is on no data server")
+        r = requests.head(locations[0][0], timeout=HEAD_TIMEOUT_S)
+        r.raise_for_status()
+        stamp = r.headers.get("Last-Modified")
+        try:
+            return parsedate_to_datetime(stamp).timestamp() if stamp else None
+        except (TypeError, ValueError):
+            return None
 
     def series_info(self, path: str) -> SeriesInfo:
         from pyme_desk.formats.series import open_series

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 NA = "n/a"
 
@@ -49,3 +50,8 @@ def gpu_reason(reason: str) -> str:
             text = text[len(prefix):].strip()
             break
     return f"no GPU on this node: {text or 'unknown reason'}"
+
+
+def timestamp(t: float | None) -> str:
+    """Unix time as local ``"2026-11-25 15:40:12"``."""
+    return NA if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

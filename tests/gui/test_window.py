@@ -66,6 +66,11 @@ def test_files_panel_upload_and_download(qtbot, window, tmp_path):
     source.write_bytes(b"hello cluster\n" * 1000)
     panel.upload(source)
     qtbot.waitUntil(lambda: "notes.txt" in table_column(panel.table, 0), timeout=WAIT_MS)
+    # listings carry no dates: the selected file's comes from one HEAD request
+    panel.table.selectRow(table_column(panel.table, 0).index("notes.txt"))
+    qtbot.waitUntil(lambda: ", modified 20" in panel.summary.text(), timeout=WAIT_MS)
+    row = table_column(panel.table, 0).index("notes.txt")
+    assert panel.table.item(row, 3).text() in panel.summary.text()
     panel.download("notes.txt", tmp_path / "back.txt")
     qtbot.waitUntil(lambda: (tmp_path / "back.txt").exists(), timeout=WAIT_MS)
     assert (tmp_path / "back.txt").read_bytes() == source.read_bytes()

@@ -88,6 +88,10 @@ def test_file_upload_and_download_report_progress(desk, tmp_path):
     out = desk.files.download("up/a.bin", tmp_path / "b.bin", progress=lambda d, t: progress.append((d, t)))
     assert out.read_bytes() == source.read_bytes() and progress[-1] == (source.stat().st_size,) * 2
     assert not list(tmp_path.glob("*.part"))
+    stored = desk.config.data_root / "up" / "a.bin"
+    assert desk.files.modified("up/a.bin") == pytest.approx(stored.stat().st_mtime, abs=1.0)
+    with pytest.raises(Exception, match="no data server|not found"):
+        desk.files.modified("up/missing.bin")
 
 
 def test_in_process_cluster_states_and_a_start_failure(tmp_path):
