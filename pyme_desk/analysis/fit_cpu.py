@@ -6,13 +6,35 @@ on the Poisson log-likelihood with Fisher scoring (the expected Hessian ``Σ JJ�
 positive definite and makes the iteration robust far from the optimum).  With a per-pixel
 read-noise variance ``v`` (sCMOS) data and model are both shifted by ``v``.
 
+Bias correction.  The maximum-likelihood estimate (MLE) is unbiased only asymptotically.  With
+sigma free on a 7×7 ROI, dim spots have a large sigma uncertainty, and photons and sigma are
+strongly correlated (a wider spot puts more of its light outside the ROI and under the
+background), so the photon estimate has a long upper tail: at 500 photons on 50 per pixel its
+mean is ~6 % high although its median is within ~1 %.  The whole distribution is skewed; it is
+not a few runaway fits (none reaches the sigma limit).  Every fit is therefore corrected by its
+first-order bias (Cox & Snell 1968) evaluated at the estimate.  For independent Poisson pixels
+of mean ``μᵢ(θ)`` that bias is ``b = I⁻¹ Σᵢ Jᵢ ξᵢ/μᵢ`` with ``ξᵢ = −½ tr(I⁻¹ Hᵢ)``, where ``I`` is
+the Fisher information and ``Jᵢ``/``Hᵢ`` the gradient/Hessian of ``μᵢ``; ``θ̂ − b(θ̂)`` is
+reported.  It has no tuned constant and assumes nothing about the PSF width (unlike a prior on
+sigma, which pulls the photons of a wider or narrower PSF far off); it takes the photon,
+background and sigma bias of free- and fixed-sigma fits to well under 1 % and leaves the
+position precision unchanged.  The price: a mean-unbiased estimate of a skewed quantity has its
+median below the truth (about −3 % for photons at 500 photons / 50 per pixel, under 1 % from
+1000 photons).  The expansion behind the correction holds while the bias is small against the
+noise; where any ``|bₖ|`` exceeds its standard error, or the corrected photons, background or
+sigma would leave their valid range (typically a spot wider than the ROI can measure, or no
+spot), the MLE is returned uncorrected.  Uncertainties and log-likelihood are those of the
+maximum: the inverse Fisher information at the MLE (the correction is of higher order than the
+noise, so to first order this is also the corrected estimate's variance) and the maximized
+log-likelihood.
+
 Because the model is separable (``μ = b + N·Eₓ(i)·E_y(j)``) one iteration costs 2·(size+1)
 erf/exp pairs plus one pass over the pixels, so a 7×7 fit takes a few microseconds.  ROIs are
 split into blocks that run in parallel on all cores (numba ``prange``); compiled code is cached
 on disk (``cache=True``).
 
 :func:`fit_rois` returns a :class:`FitOutput`: parameters, CRLB standard errors (inverse Fisher
-information at the estimate), log-likelihood, iterations and a result code per ROI.
+information at the maximum), log-likelihood, iterations and a result code per ROI.
 """
 from __future__ import annotations
 
@@ -44,8 +66,9 @@ _BLOCK = 64  # ROIs per parallel work item
 class FitOutput:
     """Per-ROI results of :func:`fit_rois`; positions and sigma in ROI pixels.
 
-    ``params`` and ``errors`` have columns (x, y, photons, background, sigma); ``errors`` are
-    CRLB standard deviations at the estimate (sigma's is 0 when sigma was held fixed).
+    ``params`` (bias-corrected, see the module docstring) and ``errors`` have columns (x, y,
+    photons, background, sigma); ``errors`` are CRLB standard deviations at the maximum of the
+    likelihood (sigma's is 0 when sigma was held fixed).
     """
 
     params: np.ndarray
@@ -75,6 +98,33 @@ def _axis(centre, sigma, size, e, de, ds, want_sigma):
         if want_sigma:
             ds[i] = norm / sigma * (lo * g_lo - hi * g_hi)
         lo, erf_lo, g_lo = hi, erf_hi, g_hi
+
+
+@numba.njit(cache=True, fastmath=False)
+def _axis_curvature(centre, sigma, size, e, de, ds, dcc, dcs, dss):
+    """Pixel fractions of a 1-D Gaussian with first and second derivatives by centre and sigma.
+
+    With ``u = (edge − centre)/sigma`` and ``φ`` the standard normal density, a pixel edge adds
+    ``∂Φ/∂c = −φ/σ``, ``∂Φ/∂σ = −uφ/σ``, ``∂²Φ/∂c² = −uφ/σ²``, ``∂²Φ/∂c∂σ = (1 − u²)φ/σ²``
+    and ``∂²Φ/∂σ² = (2 − u²)uφ/σ²``; a pixel is its upper edge's term minus its lower edge's.
+    """
+    scale = 1.0 / _SQRT2
+    u_lo = (-0.5 - centre) / sigma
+    erf_lo = math.erf(u_lo * scale)
+    phi_lo = _INV_SQRT2PI * math.exp(-0.5 * u_lo * u_lo)
+    inv_s = 1.0 / sigma
+    inv_s2 = inv_s * inv_s
+    for i in range(size):
+        u_hi = (i + 0.5 - centre) / sigma
+        erf_hi = math.erf(u_hi * scale)
+        phi_hi = _INV_SQRT2PI * math.exp(-0.5 * u_hi * u_hi)
+        e[i] = 0.5 * (erf_hi - erf_lo)
+        de[i] = inv_s * (phi_lo - phi_hi)
+        ds[i] = inv_s * (u_lo * phi_lo - u_hi * phi_hi)
+        dcc[i] = inv_s2 * (u_lo * phi_lo - u_hi * phi_hi)
+        dcs[i] = inv_s2 * ((1.0 - u_hi * u_hi) * phi_hi - (1.0 - u_lo * u_lo) * phi_lo)
+        dss[i] = inv_s2 * ((2.0 - u_hi * u_hi) * u_hi * phi_hi - (2.0 - u_lo * u_lo) * u_lo * phi_lo)
+        u_lo, erf_lo, phi_lo = u_hi, erf_hi, phi_hi
 
 
 _FAST = {"contract", "arcp", "nsz", "reassoc"}  # no nnan/ninf: the finiteness checks must stay
@@ -189,6 +239,67 @@ def _cholesky_solve(a, rhs, nparam, out, work):
 
 
 @numba.njit(cache=True)
+def _invert(a, nparam, inv, rhs, col, work):
+    """``inv`` = ``a⁻¹`` for symmetric positive definite ``a``; False if it is not."""
+    for k in range(nparam):
+        for m in range(nparam):
+            rhs[m] = 0.0
+        rhs[k] = 1.0
+        if not _cholesky_solve(a, rhs, nparam, col, work):
+            return False
+        for m in range(nparam):
+            inv[m, k] = col[m]
+    return True
+
+
+@numba.njit(cache=True, fastmath=_FAST)
+def _first_order_bias(var, theta, nparam, inv, axes, bias):
+    """Cox–Snell first-order bias of the maximum-likelihood estimate at ``theta``, into ``bias``.
+
+    For independent Poisson pixels of mean ``μᵢ(θ)`` the O(1/information) bias is
+    ``b = I⁻¹ Σᵢ Jᵢ ξᵢ / μᵢ`` with ``ξᵢ = −½ tr(I⁻¹ Hᵢ)``, where ``I`` is the Fisher information
+    (``inv`` holds ``I⁻¹``), ``Jᵢ`` the gradient and ``Hᵢ`` the Hessian of ``μᵢ`` by the
+    parameters.  ``axes`` is scratch for the pixel fractions and their derivatives.
+    """
+    size = var.shape[0]
+    x, y, n, s = theta[0], theta[1], theta[2], theta[4]
+    ex, dex, dsx, cxx, cxs, cxss = axes[0], axes[1], axes[2], axes[3], axes[4], axes[5]
+    ey, dey, dsy, cyy, cys, cyss = axes[6], axes[7], axes[8], axes[9], axes[10], axes[11]
+    _axis_curvature(x, s, size, ex, dex, dsx, cxx, cxs, cxss)
+    _axis_curvature(y, s, size, ey, dey, dsy, cyy, cys, cyss)
+    a00, a11, a01, a02, a12 = inv[0, 0], inv[1, 1], inv[0, 1], inv[0, 2], inv[1, 2]
+    a44 = a04 = a14 = a24 = 0.0
+    if nparam == 5:
+        a44, a04, a14, a24 = inv[4, 4], inv[0, 4], inv[1, 4], inv[2, 4]
+    v0 = v1 = v2 = v3 = v4 = 0.0
+    for i in range(size):
+        for jj in range(size):
+            pe = ex[i] * ey[jj]
+            mu = theta[3] + n * pe + var[i, jj]
+            # trace of I⁻¹ times the Hessian of μ (background enters linearly: no terms)
+            tr = (a00 * n * cxx[i] * ey[jj] + a11 * n * ex[i] * cyy[jj]
+                  + 2.0 * (a01 * n * dex[i] * dey[jj] + a02 * dex[i] * ey[jj] + a12 * ex[i] * dey[jj]))
+            j4 = 0.0
+            if nparam == 5:
+                j4 = n * (dsx[i] * ey[jj] + ex[i] * dsy[jj])
+                h44 = n * (cxss[i] * ey[jj] + 2.0 * dsx[i] * dsy[jj] + ex[i] * cyss[jj])
+                h04 = n * (cxs[i] * ey[jj] + dex[i] * dsy[jj])
+                h14 = n * (dsx[i] * dey[jj] + ex[i] * cys[jj])
+                h24 = dsx[i] * ey[jj] + ex[i] * dsy[jj]
+                tr += a44 * h44 + 2.0 * (a04 * h04 + a14 * h14 + a24 * h24)
+            xi = -0.5 * tr / mu
+            v0 += n * dex[i] * ey[jj] * xi
+            v1 += n * ex[i] * dey[jj] * xi
+            v2 += pe * xi
+            v3 += xi
+            v4 += j4 * xi
+    for k in range(nparam):
+        bias[k] = inv[k, 0] * v0 + inv[k, 1] * v1 + inv[k, 2] * v2 + inv[k, 3] * v3
+        if nparam == 5:
+            bias[k] += inv[k, 4] * v4
+
+
+@numba.njit(cache=True)
 def _initial(roi, var, sigma, theta):
     """Start values: background from the ROI border, photons above it, centroid position."""
     size = roi.shape[0]
@@ -236,10 +347,13 @@ def _fit_one(roi, var, sigma, nparam, sigma_lo, sigma_hi, max_iter, tol, theta, 
     step = scratch_1d[7]
     trial = scratch_1d[8]
     trial_grad = scratch_1d[9]
+    bias = scratch_1d[10]
+    axes = scratch_1d[11:]
     hess = mats[0]
     trial_hess = mats[1]
     damped = mats[2]
     work = mats[3]
+    inverse = mats[4]
     for i in range(size):
         for jj in range(size):
             if not math.isfinite(roi[i, jj]):
@@ -297,19 +411,21 @@ def _fit_one(roi, var, sigma, nparam, sigma_lo, sigma_hi, max_iter, tol, theta, 
         if small:
             code = CONVERGED
             break
-    # uncertainties: inverse Fisher information at the estimate
+    # uncertainties (inverse Fisher information at the maximum), then the bias correction
     for k in range(5):
         err[k] = 0.0
-    for k in range(nparam):
-        for m in range(nparam):
-            trial_hess[k, m] = 0.0
-        trial_hess[k, k] = 1.0
-    singular = False
-    for k in range(nparam):
-        if not _cholesky_solve(hess, trial_hess[k], nparam, step, work):
-            singular = True
-            break
-        err[k] = math.sqrt(step[k]) if step[k] > 0.0 else np.nan
+    singular = not _invert(hess, nparam, inverse, step, trial_grad, work)
+    if not singular:
+        for k in range(nparam):
+            err[k] = math.sqrt(inverse[k, k]) if inverse[k, k] > 0.0 else np.nan
+        _first_order_bias(var, theta, nparam, inverse, axes, bias)
+        small = True
+        for k in range(nparam):
+            small = small and abs(bias[k]) <= err[k]
+        if (small and theta[2] - bias[2] > 0.0 and theta[3] - bias[3] > 0.0
+                and (nparam == 4 or sigma_lo < theta[4] - bias[4] < sigma_hi)):
+            for k in range(nparam):
+                theta[k] -= bias[k]
     # full log-likelihood, including the data-only term
     for i in range(size):
         for jj in range(size):
@@ -334,8 +450,8 @@ def _fit_all(rois, var, per_roi_var, sigmas, nparam, sigma_lo, sigma_hi, max_ite
     size = rois.shape[1]
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for block in numba.prange(n_blocks):
-        scratch = np.empty((10, max(size, 5)))
-        mats = np.zeros((4, 5, 5))
+        scratch = np.empty((23, max(size, 5)))
+        mats = np.zeros((5, 5, 5))
         theta = np.empty(5)
         err = np.empty(5)
         start = block * _BLOCK

@@ -1,7 +1,8 @@
 """GPU fitter: the CPU fitter's algorithm as a CUDA kernel, one thread per ROI (pycuda).
 
 Same model, start values, Levenberg–Marquardt / Fisher-scoring iteration, limits, convergence
-test and result codes as :mod:`pyme_desk.analysis.fit_cpu`, in double precision, so the two
+test, first-order bias correction and result codes as :mod:`pyme_desk.analysis.fit_cpu`, in
+double precision, so the two
 agree to numerical tolerance.  ROIs travel to the GPU in large batches (one host→device copy
 in, one device→host copy of all results out per batch).
 
@@ -41,6 +42,27 @@ __device__ void axis(double c, double s, int size, double *e, double *de, double
         de[i] = norm * (g_lo - g_hi);
         if (want_s) ds[i] = norm / s * (lo * g_lo - hi * g_hi);
         lo = hi; erf_lo = erf_hi; g_lo = g_hi;
+    }
+}
+
+__device__ void axis_curvature(double c, double s, int size, double *e, double *de, double *ds,
+                               double *dcc, double *dcs, double *dss)
+{
+    const double inv_s = 1.0 / s, inv_s2 = inv_s * inv_s;
+    double u_lo = (-0.5 - c) / s;
+    double erf_lo = erf(u_lo * 0.70710678118654752440);
+    double phi_lo = 0.39894228040143267794 * exp(-0.5 * u_lo * u_lo);
+    for (int i = 0; i < size; ++i) {
+        const double u_hi = (i + 0.5 - c) / s;
+        const double erf_hi = erf(u_hi * 0.70710678118654752440);
+        const double phi_hi = 0.39894228040143267794 * exp(-0.5 * u_hi * u_hi);
+        e[i] = 0.5 * (erf_hi - erf_lo);
+        de[i] = inv_s * (phi_lo - phi_hi);
+        ds[i] = inv_s * (u_lo * phi_lo - u_hi * phi_hi);
+        dcc[i] = inv_s2 * (u_lo * phi_lo - u_hi * phi_hi);
+        dcs[i] = inv_s2 * ((1.0 - u_hi * u_hi) * phi_hi - (1.0 - u_lo * u_lo) * phi_lo);
+        dss[i] = inv_s2 * ((2.0 - u_hi * u_hi) * u_hi * phi_hi - (2.0 - u_lo * u_lo) * u_lo * phi_lo);
+        u_lo = u_hi; erf_lo = erf_hi; phi_lo = phi_hi;
     }
 }
 
@@ -108,6 +130,60 @@ __device__ bool chol_solve(const double *a, const double *rhs, int np, double *o
     return true;
 }
 
+__device__ bool invert(const double *a, int np, double *inv)
+{
+    double unit[5], col[5];
+    for (int k = 0; k < np; ++k) {
+        for (int m = 0; m < np; ++m) unit[m] = 0.0;
+        unit[k] = 1.0;
+        if (!chol_solve(a, unit, np, col)) return false;
+        for (int m = 0; m < np; ++m) inv[m * 5 + k] = col[m];
+    }
+    return true;
+}
+
+// Cox-Snell first-order bias of the MLE at t (inv = inverse Fisher information)
+__device__ void first_order_bias(const float *var, int size, const double *t, int np, const double *inv,
+                                 double *bias)
+{
+    double ex[MAXS], dex[MAXS], dsx[MAXS], cxx[MAXS], cxs[MAXS], cxss[MAXS];
+    double ey[MAXS], dey[MAXS], dsy[MAXS], cyy[MAXS], cys[MAXS], cyss[MAXS];
+    axis_curvature(t[0], t[4], size, ex, dex, dsx, cxx, cxs, cxss);
+    axis_curvature(t[1], t[4], size, ey, dey, dsy, cyy, cys, cyss);
+    const double n = t[2];
+    const double a00 = inv[0], a11 = inv[6], a01 = inv[1], a02 = inv[2], a12 = inv[7];
+    const double a44 = np == 5 ? inv[24] : 0.0, a04 = np == 5 ? inv[4] : 0.0;
+    const double a14 = np == 5 ? inv[9] : 0.0, a24 = np == 5 ? inv[14] : 0.0;
+    double v0 = 0, v1 = 0, v2 = 0, v3 = 0, v4 = 0;
+    for (int i = 0; i < size; ++i) {
+        for (int q = 0; q < size; ++q) {
+            const double pe = ex[i] * ey[q];
+            const double mu = t[3] + n * pe + var[i * size + q];
+            double tr = a00 * n * cxx[i] * ey[q] + a11 * n * ex[i] * cyy[q]
+                + 2.0 * (a01 * n * dex[i] * dey[q] + a02 * dex[i] * ey[q] + a12 * ex[i] * dey[q]);
+            double j4 = 0.0;
+            if (np == 5) {
+                j4 = n * (dsx[i] * ey[q] + ex[i] * dsy[q]);
+                const double h44 = n * (cxss[i] * ey[q] + 2.0 * dsx[i] * dsy[q] + ex[i] * cyss[q]);
+                const double h04 = n * (cxs[i] * ey[q] + dex[i] * dsy[q]);
+                const double h14 = n * (dsx[i] * dey[q] + ex[i] * cys[q]);
+                const double h24 = dsx[i] * ey[q] + ex[i] * dsy[q];
+                tr += a44 * h44 + 2.0 * (a04 * h04 + a14 * h14 + a24 * h24);
+            }
+            const double xi = -0.5 * tr / mu;
+            v0 += n * dex[i] * ey[q] * xi;
+            v1 += n * ex[i] * dey[q] * xi;
+            v2 += pe * xi;
+            v3 += xi;
+            v4 += j4 * xi;
+        }
+    }
+    for (int k = 0; k < np; ++k) {
+        bias[k] = inv[k * 5] * v0 + inv[k * 5 + 1] * v1 + inv[k * 5 + 2] * v2 + inv[k * 5 + 3] * v3;
+        if (np == 5) bias[k] += inv[k * 5 + 4] * v4;
+    }
+}
+
 extern "C" __global__ void fit_kernel(const float *rois, const float *vars, int per_roi_var,
     const double *sigmas, int n, int size, int np, double sigma_lo, double sigma_hi, int max_iter,
     double tol, double *params, double *errors, double *llh_out, int *iter_out, int *code_out)
@@ -173,13 +249,18 @@ extern "C" __global__ void fit_kernel(const float *rois, const float *vars, int 
         lam = fmax(lam * 0.1, 1e-7);
         if (small) { code = 0; break; }
     }
+    // uncertainties (inverse Fisher information at the maximum), then the bias correction
     for (int k = 0; k < 5; ++k) err[k] = 0.0;
-    bool singular = false;
-    for (int k = 0; k < np; ++k) {
-        double unit[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
-        unit[k] = 1.0;
-        if (!chol_solve(hess, unit, np, step)) { singular = true; break; }
-        err[k] = step[k] > 0.0 ? sqrt(step[k]) : NAN;
+    double inv[25], bias[5];
+    const bool singular = !invert(hess, np, inv);
+    if (!singular) {
+        for (int k = 0; k < np; ++k) err[k] = inv[k * 5 + k] > 0.0 ? sqrt(inv[k * 5 + k]) : NAN;
+        first_order_bias(var, size, t, np, inv, bias);
+        bool small = true;
+        for (int k = 0; k < np; ++k) small = small && fabs(bias[k]) <= err[k];
+        if (small && t[2] - bias[2] > 0.0 && t[3] - bias[3] > 0.0
+            && (np == 4 || (sigma_lo < t[4] - bias[4] && t[4] - bias[4] < sigma_hi)))
+            for (int k = 0; k < np; ++k) t[k] -= bias[k];
     }
     for (int p = 0; p < npx; ++p) { const double d = roi[p] + var[p]; if (d > 0.0) llh -= lgamma(d + 1.0); }
     bool finite = true;
