@@ -79,6 +79,7 @@ class QtFilesPanel(QtPanel):
         download.clicked.connect(self.choose_download)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
+        self.progress.hide()  # shown once a transfer runs
         self.message = QLabel()
         bar = QHBoxLayout()
         for w in (upload, download, self.progress):
@@ -139,10 +140,21 @@ class QtFilesPanel(QtPanel):
         self._listing_in_flight = False
         self.message.setText(f"cannot list /{self.path}: {error}")
 
+    def _tree_item(self, path: str) -> QTreeWidgetItem:
+        """The tree's item for folder ``path``, made (with its parents) if the tree lacks it."""
+        item = self._tree_items.get(path)
+        if item is None:
+            parent_path, _, name = path.rpartition("/")
+            parent = self._tree_item(parent_path)
+            item = QTreeWidgetItem([name])
+            item.setData(0, PATH_ROLE, path)
+            parent.addChild(item)
+            parent.setExpanded(True)
+            self._tree_items[path] = item
+        return item
+
     def _update_tree(self, path: str, rows: tuple[FileRow, ...]) -> None:
-        parent = self._tree_items.get(path)
-        if parent is None:
-            return
+        parent = self._tree_item(path)
         folders = [r for r in rows if r.is_dir and not r.is_series]
         known = {parent.child(i).data(0, PATH_ROLE) for i in range(parent.childCount())}
         for r in folders:
@@ -267,5 +279,6 @@ class QtFilesPanel(QtPanel):
                  on_error=lambda e: self.message.setText(f"download failed: {e}"))
 
     def _progress(self, done: int, total: int) -> None:
+        self.progress.show()
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(done if total else 1)

@@ -132,8 +132,10 @@ class QtNodesPanel(QtPanel):
         self.table.setRowCount(len(nodes))
         for row, n in enumerate(nodes):
             health = n.health + (f": {n.reason}" if n.reason else "")
-            disk = fmt.size(n.disk_free) + (f" of {fmt.size(n.disk_total)}" if n.disk_total else "")
-            label = n.name + (" (agent)" if n.kind == AGENT else "") + (" (attached)" if n.attached else "")
+            disk = fmt.size(n.disk_free) + (f" ({100 * n.disk_free / n.disk_total:.0f}%)"
+                                            if n.disk_total and n.disk_free is not None else "")
+            how = ", ".join(w for w, on in (("agent", n.kind == AGENT), ("attached", n.attached)) if on)
+            label = n.name + (f" ({how})" if how else "")
             cells = ((label, None), (n.url, None), (health, None),
                      (fmt.percent(n.cpu_percent), ("cpu", 100.0)),
                      (fmt.percent(n.memory_percent), ("memory", 100.0)), (disk, None),
@@ -151,6 +153,7 @@ class QtNodesPanel(QtPanel):
             tips = "\n".join(f"worker {w.pid}: {w.state}" + (f" on {w.task}" if w.task else "")
                              + f", {w.tasks_done} done" for w in n.workers)
             self.table.item(row, 8).setToolTip(tips)
+            self.table.item(row, 5).setToolTip(f"{fmt.size(n.disk_free)} free of {fmt.size(n.disk_total)}")
         self._refresh_rules()
 
     def _refresh_rules(self) -> None:

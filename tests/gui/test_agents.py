@@ -78,8 +78,7 @@ def test_a_node_agent_is_found_attached_controlled_and_seen_dying(qtbot, agent_p
 
     # found on this machine (sqlite registry) before anyone attached it; reads are open on loopback
     qtbot.waitUntil(lambda: node_row() is not None, timeout=WAIT_MS)
-    assert "(agent)" in nodes.table.item(node_row(), 0).text()
-    assert "(attached)" not in nodes.table.item(node_row(), 0).text()
+    assert nodes.table.item(node_row(), 0).text().endswith(" (agent)")
 
     # a wrong token is refused with a readable message, and nothing is remembered
     nodes.address.setText(url)
@@ -97,7 +96,7 @@ def test_a_node_agent_is_found_attached_controlled_and_seen_dying(qtbot, agent_p
     assert json.loads(saved.read_text()) == [{"url": url, "kind": "agent", "token": TOKEN}]
     if os.name == "posix":
         assert stat.S_IMODE(saved.stat().st_mode) == 0o600
-    qtbot.waitUntil(lambda: node_row() is not None and "(attached)" in nodes.table.item(node_row(), 0).text(),
+    qtbot.waitUntil(lambda: node_row() is not None and nodes.table.item(node_row(), 0).text().endswith(" (agent, attached)"),
                     timeout=WAIT_MS)
 
     # its services, its log, its host metrics, its workers, its GPU state

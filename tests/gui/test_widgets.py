@@ -7,7 +7,7 @@ import yaml
 from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import QApplication
 
-from pyme_desk.gui.qt_acquisition import QtPreview
+from pyme_desk.gui.qt_acquisition import QtPreview, binned
 from pyme_desk.gui.qt_log_viewer import QtLogViewer
 from pyme_desk.gui.qt_settings import QtSettingsDialog
 from pyme_desk.model.preview import LocalizationPreview
@@ -101,3 +101,13 @@ def test_settings_dialog_refuses_invalid_values_and_saves_valid_ones(qtbot, tmp_
     saved = yaml.safe_load(config_file.read_text())
     assert saved["other-key"] == 5 and saved["dataserver-filter"] == "lab2"
     assert saved["nodeserver-num_workers"] == 4 and "desk-cluster-token" not in saved
+
+
+def test_preview_is_drawn_with_fine_bins_summed_not_faded():
+    image = np.zeros((1000, 10), dtype=np.float32)
+    image[999, 9] = 1.0  # a lone localization in the last, partial block still shows
+    image[:4, :2] = 1.0
+    shown = binned(image, 512)
+    assert shown.shape == (500, 5) and shown.sum() == image.sum()
+    assert shown[0, 0] == 4.0 and shown[499, 4] == 1.0
+    assert binned(image[:500], 512) is not None and binned(image[:500], 512).shape == (500, 10)
