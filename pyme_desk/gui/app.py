@@ -19,7 +19,7 @@ from pyme_desk.gui.qt_resources import app_icon, style_sheet
 from pyme_desk.gui.qt_settings import QtFirstRunDialog, QtSettingsDialog
 from pyme_desk.gui.qt_workers import QtPollBridge
 from pyme_desk.model.errors import describe
-from pyme_desk.model.nodes import HEALTHY
+from pyme_desk.model.node_state import HEALTHY
 from pyme_desk.model.services import FAILED, READY
 from pyme_desk.model.settings import Settings
 

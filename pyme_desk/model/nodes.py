@@ -28,9 +28,8 @@ from pyme_desk.model.agents import (AgentClient, AgentError, TokenRefused, agent
                                     gpu_state, host_history)
 from pyme_desk.model.compute import RateMeter, read_node_server, read_rule_server_nodes
 from pyme_desk.model.errors import describe
-from pyme_desk.model.node_state import (AGENT, DATASERVER, HEALTHY, UNHEALTHY, UNREACHABLE, GpuDevice,  # noqa: F401
-                                        GpuState, NodeSnapshot, NodesSnapshot, RuleServerNode,
-                                        WorkerState, parse_gpu)
+from pyme_desk.model.node_state import (AGENT, DATASERVER, HEALTHY, UNHEALTHY, UNREACHABLE, GpuState,
+                                        NodeSnapshot, NodesSnapshot, RuleServerNode, parse_gpu)
 from pyme_desk.model.services import FAILED
 
 #: Samples kept per history (one a second: two minutes).
