@@ -18,6 +18,7 @@ reported per phase.  Progress goes to stderr; stdout receives exactly one JSON l
 
     .venv/bin/python benchmarks/tasks_e2e.py              # 20,000 tasks per phase
     .venv/bin/python benchmarks/tasks_e2e.py --quick      # 2,000 tasks per phase, a few seconds
+    .venv/bin/python benchmarks/tasks_e2e.py --advert-interval 0.05   # another advert rebuild interval
 """
 from __future__ import annotations
 
@@ -169,11 +170,14 @@ def run_phase(rule: RuleClient, services: list[Service], n: int, rate: float | N
     return figures
 
 
-def run_benchmark(n_tasks: int, rate: float, workers: int = 2, tmp: Path | None = None) -> dict:
-    """Both phases with a fresh rule server and node server; the report as a dict."""
+def run_benchmark(n_tasks: int, rate: float, workers: int = 2, tmp: Path | None = None,
+                  advert_interval: float | None = None) -> dict:
+    """Both phases with a fresh rule server and node server; the report as a dict.
+    ``advert_interval``: the rule server's ``--advert-interval`` (None: its default)."""
     with tempfile.TemporaryDirectory(dir=tmp) as d:
         d = Path(d)
-        ruleserver = Service(d, "ruleserver", "--journal", str(d / "journal.sqlite"))
+        tuning = [] if advert_interval is None else ["--advert-interval", str(advert_interval)]
+        ruleserver = Service(d, "ruleserver", "--journal", str(d / "journal.sqlite"), *tuning)
         node = None
         try:
             node = Service(d, "nodeserver", "--ruleserver", ruleserver.url, "--workers", str(workers),
@@ -190,7 +194,8 @@ def run_benchmark(n_tasks: int, rate: float, workers: int = 2, tmp: Path | None 
             if node is not None:
                 node.stop()
             ruleserver.stop()
-    return {"workers": workers, "cpus": os.cpu_count(), "burst": burst, "paced": paced,
+    return {"workers": workers, "cpus": os.cpu_count(), "advert_interval": advert_interval,
+            "burst": burst, "paced": paced,
             "pass": {"tasks_per_s": burst["tasks_per_s"] >= TARGET_TASKS_PER_S,
                      "exactly_once": burst["exactly_once"] and paced["exactly_once"]}}
 
@@ -202,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the node server")
     parser.add_argument("--quick", action="store_true", help="2,000 tasks per phase")
     parser.add_argument("--tmp", type=Path, default=None, help="directory for journals and logs")
+    parser.add_argument("--advert-interval", type=float, default=None,
+                        help="the rule server's --advert-interval (default: its own)")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks = 2_000
     report: dict = {"benchmark": "tasks_e2e"}
     try:
-        report.update(run_benchmark(args.tasks, args.rate, args.workers, args.tmp))
+        report.update(run_benchmark(args.tasks, args.rate, args.workers, args.tmp, args.advert_interval))
     except Exception as e:  # one JSON line whatever happens
         traceback.print_exc()
         report["error"] = f"{type(e).__name__}: {e}"

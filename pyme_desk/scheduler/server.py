@@ -36,7 +36,9 @@ PYME's endpoints (same shapes as PYME)
     -> ``[{"ruleID": ID, "taskTemplate": "<template>", "availableTaskIDs": [0, 1, ...],
     "inputsByTask": {"<id>": {...}}}, ...]`` (``inputsByTask`` only when the rule has one,
     restricted to the listed IDs).  Active rules in creation order, task IDs ascending
-    (oldest first), whole rules until 30,000 IDs are listed.  Rebuilt at most every 0.25 s.
+    (oldest first), whole rules until 30,000 IDs are listed.  Rebuilt after a change at most
+    every ``advert_interval`` (0.05 s), and less often when a rebuild is slow (rules of
+    hundreds of thousands of tasks), so that rebuilding takes at most ~10% of one core.
 ``/bid_on_tasks[?nodeID=N]``
     body ``[{"ruleID": ID, "taskIDs": [int, ...], "costs": [float, ...]}, ...]`` (``costs``
     optional, default 1.0 each; a bid may also carry ``"nodeID"``).
@@ -141,6 +143,10 @@ TASKDIST_PROTOCOL = "_pyme-taskdist"
 PROCESS_NAME = "PYMERuleServer"
 #: how long /queue_info_longpoll waits before answering (s)
 LONGPOLL_WAIT = 0.5
+#: the shortest time between two advert rebuilds (s): new tasks reach the nodes this much sooner
+ADVERT_INTERVAL = 0.05
+#: the most of one core that advert rebuilds may take: a rebuild that took t s waits t / this
+ADVERT_CPU_SHARE = 0.1
 
 
 def _count(text: str) -> int:
@@ -164,6 +170,7 @@ class _CachedJSON:
     def __init__(self) -> None:
         self.key: Any = object()
         self.built = -math.inf
+        self.build_s = 0.0  # how long the last build took
         self.data = b""
         self.gzipped: bytes | None = None
 
@@ -309,9 +316,12 @@ class RuleServerApp:
         self._node(request, polled=True)
         now = time.monotonic()
         cache = self.adverts
-        if cache.key != self.book.version and now - cache.built >= self.server.advert_interval:
+        interval = self.server.advert_interval  # 0: after every change, slow or not (tests)
+        gap = max(interval, cache.build_s / ADVERT_CPU_SHARE) if interval else 0.0
+        if cache.key != self.book.version and now - cache.built >= gap:
             version = self.book.version  # read first: a change while building forces a rebuild
             cache.set(version, self.book.advertisements(), now)
+            cache.build_s = time.monotonic() - now
         return cache.response(request)
 
     async def bid_on_tasks(self, request: Request, body: bytes) -> list[dict]:
@@ -405,13 +415,16 @@ class RuleServer:
     ``journal``: sqlite file that keeps rules across restarts (None: in memory only).
     ``task_timeout``: seconds a task may stay assigned; ``retries``: re-queues before FAILED;
     ``node_timeout``: a heart-beating node silent this long loses its tasks;
-    ``sweep_interval``: how often leases and rule expiry are checked.
+    ``sweep_interval``: how often leases and rule expiry are checked;
+    ``advert_interval``: the shortest time between two advert rebuilds (0: rebuild after every
+    change, however long rebuilding takes).
     """
 
     def __init__(self, *, port: int = 0, bind: str = "127.0.0.1", journal: Path | None = None,
                  task_timeout: float = 600.0, retries: int = 1, node_timeout: float = 6.0,
                  heartbeat_interval: float = 1.0, sweep_interval: float = 1.0, auction_wait: float = 0.2,
-                 advert_interval: float = 0.25, bidder_window: float = 3.0, journal_interval: float = 0.2,
+                 advert_interval: float = ADVERT_INTERVAL, bidder_window: float = 3.0,
+                 journal_interval: float = 0.2,
                  advertise: str = "none", advertise_address: str | None = None) -> None:
         if advertise not in ("zeroconf", "local", "none"):
             raise UsageError(f"unknown --advertise mode {advertise!r}: use zeroconf, local or none")

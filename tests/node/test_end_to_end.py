@@ -1,7 +1,6 @@
 """Rule server, node servers and workers together, as real servers and processes on loopback."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import psutil

@@ -1,7 +1,6 @@
 """Worker processes under a node server: running tasks, failing them visibly, crashing, stopping."""
 from __future__ import annotations
 
-import os
 
 import psutil
 import pytest

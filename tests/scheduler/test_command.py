@@ -85,3 +85,6 @@ def test_bad_options_are_one_line_errors(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pyme_desk", "ruleserver", "--port", "0", "--task-timeout", "0",
                           "--no-journal", "--log-dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "time-outs must be positive" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "pyme_desk", "ruleserver", "--port", "0", "--advert-interval", "-1",
+                          "--no-journal", "--log-dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--advert-interval must be" in out.stderr and "Traceback" not in out.stderr
