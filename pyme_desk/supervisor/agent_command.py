@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, help="file whose first line is the cluster token")
     parser.add_argument("--root", type=Path, help="data root to serve (config: dataserver-root)")
     parser.add_argument("--workers", type=int, help="worker processes (config: nodeserver-num_workers)")
+    parser.add_argument("--ruleserver", metavar="URL|auto",
+                        help="join the cluster whose rule server is at URL (or found by discovery: auto) "
+                             "instead of running a rule server on this node")
     parser.add_argument("--log-dir", type=Path, help="where the services' logs go")
     parser.add_argument("--port-file", type=Path, help="write {url, port, pid} as JSON here once listening")
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     state_dir = default_state_dir()
     token_file, token = resolve_token(args.token_file, config, state_dir)
     network = not is_loopback(bind)
-    services = cluster_services(root, workers, token_file=token_file if network else None, network=network)
+    services = cluster_services(root, workers, token_file=token_file if network else None, network=network,
+                                ruleserver=args.ruleserver)
     log_dir = args.log_dir or config.get("desk-log-dir")
     supervisor = Supervisor(root, services, log_dir=Path(log_dir) if log_dir else None, state_dir=state_dir)
     agent = NodeAgent(supervisor, token, bind=bind, port=args.port)

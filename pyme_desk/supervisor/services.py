@@ -133,12 +133,16 @@ def _escape(value: str) -> str:
 
 
 def cluster_services(root: Path, workers: int | None = None, *, token_file: Path | None = None,
-                     network: bool = False) -> tuple[ServiceSpec, ...]:
+                     network: bool = False, ruleserver: str | None = None) -> tuple[ServiceSpec, ...]:
     """Data server → rule server → node server for ``root``, as PYME's cluster of one runs them.
 
     On loopback (the default) every service binds 127.0.0.1 and registers in the same-machine
     sqlite registry.  ``network=True`` binds all interfaces and advertises on zeroconf; the
     data server then needs ``token_file`` for writes from the network.
+
+    ``ruleserver`` (a URL, or ``auto`` to discover it) makes this a member node of a bigger
+    cluster: no rule server of its own, and its workers use every data server of the cluster
+    (found by discovery) rather than only the local one.
     """
     root_arg = _escape(str(root))
     reach = ("--bind", "0.0.0.0", "--advertise", "zeroconf") if network else ("--advertise", "local")
@@ -155,10 +159,14 @@ def cluster_services(root: Path, workers: int | None = None, *, token_file: Path
                             "--port-file", "{port_file}", "--log-dir", "{log_dir}"),
         requires=("dataserver",), module="pyme_desk.scheduler.command")
     node_workers = ("--workers", str(int(workers))) if workers else ()
+    if ruleserver is None:
+        upstream, requires = ("--ruleserver", "{ruleserver}", "--server", "{dataserver}"), ("dataserver", "ruleserver")
+    else:
+        upstream, requires = ("--ruleserver", _escape(ruleserver)), ("dataserver",)
     node = ServiceSpec(
         name="nodeserver", title="node server", probe_path="/node/status",
-        args=pyme_desk_args("nodeserver", "--ruleserver", "{ruleserver}", "--server", "{dataserver}",
+        args=pyme_desk_args("nodeserver", *upstream,
                             "--root", root_arg, *node_workers, "--port", "{port}", *reach,
                             "--port-file", "{port_file}", "--log-dir", "{log_dir}"),
-        requires=("dataserver", "ruleserver"), module="pyme_desk.node.command")
-    return (data, rule, node)
+        requires=requires, module="pyme_desk.node.command")
+    return (data, node) if ruleserver is not None else (data, rule, node)

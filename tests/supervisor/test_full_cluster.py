@@ -85,3 +85,24 @@ def test_a_simulated_series_is_localized_by_the_cluster(cluster):
     import io
     rows = np.load(io.BytesIO(r.content))
     assert len(rows) > 12 and set(np.unique(rows["tIndex"])) <= set(range(12))
+
+
+def test_a_member_node_joins_another_nodes_rule_server(cluster, make_supervisor, tmp_path):
+    """`pyme-desk node --ruleserver URL`: no rule server of its own; its workers take the cluster's tasks."""
+    from pyme_desk.supervisor.services import cluster_services
+
+    rule = cluster.snapshot().service("ruleserver").url
+    member_root = tmp_path / "member"
+    member = make_supervisor(member_root, cluster_services(member_root, 1, ruleserver=rule),
+                             state_dir=tmp_path / "member-state", log_dir=tmp_path / "member-logs")
+    assert member.wait_ready(30), member.snapshot()
+    assert [s.name for s in member.snapshot().services] == ["dataserver", "nodeserver"]
+    node_url = member.snapshot().service("nodeserver").url
+    r = requests.post(rule + "add_integer_id_rule", params={"max_tasks": 400, "release_start": 0, "release_end": 400},
+                      data=json.dumps({"template": json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop",
+                                                              "taskdef": {"sleep": 0.005}})}), timeout=10)
+    rule_id = r.json()["ruleID"]
+    wait_for(lambda: requests.get(rule + "distributor/queues", timeout=10).json()["result"][rule_id]["finished"],
+             60, "the rule to finish", interval=0.2)
+    status = requests.get(node_url + "node/status", timeout=10).json()
+    assert status["ruleServer"].rstrip("/") == rule.rstrip("/") and status["tasksCompleted"] > 0
