@@ -21,22 +21,6 @@ from pyme_desk.model.preview import PRECISION_BINS, PHOTON_BINS, PreviewSnapshot
 COLUMNS = ("Series", "State", "Frames stored", "Frames/s", "MB/s", "Backlog", "Message")
 
 
-#: The preview is drawn at most this many pixels across (its finer bins summed): scaled down
-#: by the view instead, lone localizations would fade to nothing.
-DISPLAY_PIXELS = 512
-
-
-def binned(image: np.ndarray, most: int) -> np.ndarray:
-    """``image`` with blocks of ``f x f`` bins summed, ``f`` the least that fits ``most`` pixels."""
-    f = max(1, -(-max(image.shape) // most))
-    if f == 1:
-        return image
-    h, w = (-(-n // f) * f for n in image.shape)
-    padded = np.zeros((h, w), dtype=image.dtype)
-    padded[:image.shape[0], :image.shape[1]] = image
-    return padded.reshape(h // f, f, w // f, f).sum(axis=(1, 3))
-
-
 class QtPreview(QGroupBox):
     """The live localization preview: image, rate, histograms and export."""
 
@@ -67,8 +51,8 @@ class QtPreview(QGroupBox):
 
     def show_snapshot(self, snap: PreviewSnapshot) -> None:
         self.snapshot = snap
-        shown = binned(snap.image, DISPLAY_PIXELS)
-        self.image.setImage(shown, autoLevels=False, levels=(0, max(float(np.percentile(shown, 99.9)), 1.0)))
+        self.image.setImage(snap.image, autoLevels=False,
+                            levels=(0, max(float(np.percentile(snap.image, 99.9)), 1.0)))
         self.photons.setData(PHOTON_BINS, snap.photon_counts)
         self.precision.setData(PRECISION_BINS, snap.precision_counts)
         self.rate.setText(f"{snap.localizations:,} localizations, {snap.per_second:,.0f}/s")
@@ -83,10 +67,11 @@ class QtPreview(QGroupBox):
                 self.rate.setText(f"export failed: {exc}")
 
     def export(self, path: Path) -> None:
-        """Save the rendered image (8-bit, scaled to its 99.9th percentile) as PNG or TIFF."""
+        """Save the rendered image at full resolution (8-bit, scaled to its 99.9th percentile)
+        as PNG or TIFF."""
         if self.snapshot is None:
             raise ValueError("there is no rendered image yet")
-        image = self.snapshot.image
+        image = self.snapshot.full_image()
         top = max(float(np.percentile(image, 99.9)), 1.0)
         pixels = np.ascontiguousarray((np.clip(image / top, 0, 1) * 255).astype(np.uint8).T)
         height, width = pixels.shape

@@ -7,7 +7,7 @@ import yaml
 from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import QApplication
 
-from pyme_desk.gui.qt_acquisition import QtPreview, binned
+from pyme_desk.gui.qt_acquisition import QtPreview
 from pyme_desk.gui.qt_log_viewer import QtLogViewer
 from pyme_desk.gui.qt_settings import QtSettingsDialog
 from pyme_desk.model.preview import LocalizationPreview
@@ -59,6 +59,18 @@ def test_preview_draws_localizations_and_exports_png_and_tiff(qtbot, tmp_path):
         assert (saved.width(), saved.height()) == (100, 50)
 
 
+def test_preview_of_a_large_field_draws_summed_bins_and_exports_full_resolution(qtbot, tmp_path):
+    preview = QtPreview()
+    qtbot.addWidget(preview)
+    model = LocalizationPreview(25600, 12800, pixel_nm=10)  # 2560 x 1280 fine bins
+    model.add([5, 25595], [5, 12795])
+    preview.show_snapshot(model.snapshot())
+    assert preview.image.image.shape == (512, 256) and preview.image.image.sum() == 2
+    preview.export(tmp_path / "render.png")
+    saved = QImage(str(tmp_path / "render.png"))
+    assert (saved.width(), saved.height()) == (2560, 1280)
+
+
 def test_log_viewer_follows_searches_and_copies(qtbot):
     viewer = QtLogViewer()
     qtbot.addWidget(viewer)
@@ -101,13 +113,3 @@ def test_settings_dialog_refuses_invalid_values_and_saves_valid_ones(qtbot, tmp_
     saved = yaml.safe_load(config_file.read_text())
     assert saved["other-key"] == 5 and saved["dataserver-filter"] == "lab2"
     assert saved["nodeserver-num_workers"] == 4 and "desk-cluster-token" not in saved
-
-
-def test_preview_is_drawn_with_fine_bins_summed_not_faded():
-    image = np.zeros((1000, 10), dtype=np.float32)
-    image[999, 9] = 1.0  # a lone localization in the last, partial block still shows
-    image[:4, :2] = 1.0
-    shown = binned(image, 512)
-    assert shown.shape == (500, 5) and shown.sum() == image.sum()
-    assert shown[0, 0] == 4.0 and shown[499, 4] == 1.0
-    assert binned(image[:500], 512) is not None and binned(image[:500], 512).shape == (500, 10)

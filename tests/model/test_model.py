@@ -184,6 +184,28 @@ def test_preview_accumulates_and_measures_rate():
     assert snap.localizations == 4 and snap.photon_counts.sum() == 4 and snap.per_second == 2.0
 
 
+def test_preview_display_image_sums_fine_bins_without_fading_lone_localizations():
+    preview = LocalizationPreview(10000, 100, pixel_nm=10, display_pixels=512)  # 1000 x 10 fine bins
+    preview.add([9995, 5, 15, 25, 35], [95, 5, 5, 15, 15])
+    snap = preview.snapshot()
+    assert snap.display_factor == 2 and snap.image.shape == (500, 5) and snap.image.sum() == 5
+    assert snap.image[499, 4] == 1 and snap.image[0, 0] == 2 and snap.image[1, 0] == 2
+    full = snap.full_image()
+    assert full.shape == (1000, 10) and full[999, 9] == 1 and full.sum() == 5
+
+
+def test_preview_snapshots_stay_small_and_are_not_copied_while_nothing_is_added():
+    preview = LocalizationPreview(51_200, 51_200, pixel_nm=10)  # 5120 x 5120 fine bins (100 MB)
+    preview.add([5.0], [5.0], photons=[100.0], precision_nm=[5.0])
+    first = preview.snapshot()
+    assert max(first.image.shape) <= 512 and not first.image.flags.writeable
+    again = preview.snapshot()  # a poll with no new localizations shares the arrays it gave out
+    assert again.image is first.image and again.photon_counts is first.photon_counts
+    preview.add([15.0], [5.0])
+    later = preview.snapshot()
+    assert later.image is not first.image and later.image.sum() == 2 and first.image.sum() == 1
+
+
 def test_settings_validation(tmp_path):
     good = Settings(str(tmp_path), "lab-1", None, "", 15348, 15346, 15347)
     assert validate(good) == {}
