@@ -26,3 +26,15 @@ def start_service(tmp_path: Path, *args: str, env=None, timeout: float = 20.0):
     proc.kill()
     proc.communicate(timeout=10)
     raise AssertionError(f"{args[0]} did not start within {timeout:.0f} s")
+
+
+def wait_for(predicate, timeout: float = 5.0, what: str = "the condition", interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy (and return that); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

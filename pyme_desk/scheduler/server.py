@@ -135,7 +135,7 @@ from pyme_desk.scheduler.rules import (COST_THRESHOLD, DEFAULT_MAX_TASKS, DEFAUL
 from pyme_desk.web.errors import HTTPError
 from pyme_desk.web.http import Request, Response
 from pyme_desk.web.jsonapi import GZIP_MIN, JSONApp, blocking, json_body, param
-from pyme_desk.web.service import BackgroundServer
+from pyme_desk.web.service import BackgroundServer, ServerObject
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +409,7 @@ def render_status_page(server: dict, status: dict) -> str:
         f"<th>assigned</th><th>completed</th><th>failed</th></tr>{nodes}</table></body></html>")
 
 
-class RuleServer:
+class RuleServer(ServerObject):
     """A rule server; see the module docstring.
 
     ``journal``: sqlite file that keeps rules across restarts (None: in memory only).
@@ -478,15 +478,6 @@ class RuleServer:
             raise
         return self
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Finish requests in flight (up to ``grace`` s), write the journal, unregister."""
-        self._service.stop(grace)
-
-    def __enter__(self) -> "RuleServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def sync_journal(self) -> None:
         """Wait until the journal holds every change made so far (no-op without a journal)."""

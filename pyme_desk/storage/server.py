@@ -37,7 +37,7 @@ from pyme_desk.storage.safe_pickle import decode_records
 from pyme_desk.storage.upload import UploadSink
 from pyme_desk.web.errors import HTTPError
 from pyme_desk.web.http import DiscardSink, MemorySink, Request, Response, content_type, http_date
-from pyme_desk.web.service import BackgroundServer
+from pyme_desk.web.service import BackgroundServer, ServerObject
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ def _events(body: bytes):
     return obj
 
 
-class DataServer:
+class DataServer(ServerObject):
     """A data server for one root; see the module docstring."""
 
     def __init__(self, root: Path, *, port: int = 0, bind: str = "127.0.0.1",
@@ -475,15 +475,6 @@ class DataServer:
         self.port = self._service.start(timeout)
         return self
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Finish requests in flight (up to ``grace`` s), flush results files, unregister."""
-        self._service.stop(grace)
-
-    def __enter__(self) -> "DataServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def _on_started(self, port: int) -> None:
         if self.loopback_only:

@@ -97,3 +97,26 @@ class BackgroundServer:
             await http.shutdown(self._grace)
             if self.on_stopped is not None:
                 await loop.run_in_executor(None, self.on_stopped)
+
+
+class ServerObject:
+    """What every server object built on :class:`BackgroundServer` shares: stop and ``with``.
+
+    Subclasses define ``start()`` (returning self) and keep their BackgroundServer in
+    ``self._service``; a server with more to shut down overrides ``stop()``.
+    """
+
+    _service: BackgroundServer
+
+    def start(self):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Finish requests in flight (up to ``grace`` s), then run the server's shut-down hook."""
+        self._service.stop(grace)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,6 +1,5 @@
 """Reading spooled series back: from the cluster while written, from disk, and the error cases."""
 import json
-import time
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from pyme_desk.formats import pzf
 from pyme_desk.formats.series import SeriesError, SeriesNotFoundError, open_series
 from pyme_desk.spool import Spooler
 from pyme_desk.storage.server import DataServer
+from tests.helpers import wait_for
 
 FILTER = "seriestest"
 
@@ -31,11 +31,6 @@ def frames(n: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 1000, (16, 12)).astype(np.uint16) for _ in range(n)]
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_series_reads_back_while_it_is_being_written(server, client):

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from pyme_desk.scheduler.server import RuleServer
+from tests.helpers import wait_for  # noqa: F401 - re-exported to the tests of this folder
 
 NOOP = json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop"})
 
@@ -58,16 +59,6 @@ def rule_status(url: str, rule_id: str) -> dict:
     return next(r for r in call(url, "status")["rules"] if r["ruleID"] == rule_id)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def wait_finished(url: str, rule_id: str, timeout: float) -> dict:

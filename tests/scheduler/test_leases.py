@@ -6,16 +6,9 @@ import time
 import pytest
 
 from .conftest import make_server, Client
+from tests.helpers import wait_for
 
 
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

@@ -1,21 +1,13 @@
 """``/return_tasks``: a stopping node gives back tasks it won but never ran, with no retry counted."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from .conftest import Client, make_server
+from tests.helpers import wait_for
 
 
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def give_back(node: Client, rule_id: str, ids) -> dict:

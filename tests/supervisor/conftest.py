@@ -2,29 +2,19 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from pyme_desk.supervisor import Policy, ServiceSpec, Supervisor, cluster_services
+from tests.helpers import wait_for  # noqa: F401 - re-exported to the tests of this folder
 
 #: quick restarts and short waits, so crash tests take a fraction of a second
 FAST = Policy(startup_timeout=20.0, health_interval=0.2, probe_timeout=1.0, restart_backoff=0.05,
               max_backoff=0.5, max_restarts=3, restart_window=30.0, stop_grace=5.0)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
-    """Poll ``predicate`` until truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def script_service(name: str, code: str, probe: str = "/") -> ServiceSpec:
