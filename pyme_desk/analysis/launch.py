@@ -10,8 +10,9 @@
 3. post a ``localization`` rule (template §7.4) to the rule server, with ``max_tasks`` = the
    frame count of a complete series, else 1e6;
 4. on each :meth:`~LocalizationLaunch.poll`, release the tasks of frames that have arrived since
-   (from ``Analysis.StartAt``) and, once ``events.json`` is there, file the events, release the
-   rest and mark the release complete.
+   (from ``Analysis.StartAt``; the series is listed again at most every ``list_interval`` s)
+   and, once ``events.json`` is there, file the events, release the rest and mark the release
+   complete.
 
 The CLI (``pyme-desk analyse``) and the GUI drive it the same way: ``start()``, then ``poll()``
 about once a second until :attr:`Progress.finished`.  :meth:`new_results` reads the rows that
@@ -84,10 +85,14 @@ class LocalizationLaunch:
     ``series_uri``: ``pyme-cluster://<filter>/<series>``.  ``client``: a ClusterClient for that
     cluster.  ``ruleserver``: the rule server's base URL.  ``fit``: ``cpu``, ``gpu`` or
     ``auto``.  ``settings``: ``Analysis.*`` keys overriding :data:`DEFAULT_SETTINGS`.
+    ``list_interval``: least seconds between listings of the series (0: on every poll).  The
+    listing of a series being spooled grows with every frame, so a long-running follower (the
+    desk) lists it less often than it polls (PYME: every 5 s).
     """
 
     def __init__(self, series_uri: str, client: ClusterClient, ruleserver: str, *, fit: str = "auto",
-                 threshold: float | None = None, settings: Mapping[str, Any] | None = None):
+                 threshold: float | None = None, settings: Mapping[str, Any] | None = None,
+                 list_interval: float = 0.0):
         from pyme_desk.formats.series import open_series
 
         self.series_uri = series_uri
@@ -96,7 +101,10 @@ class LocalizationLaunch:
         target = parse_cluster_uri(series_uri)
         self.server_filter = target.server_filter or client.server_filter
         self.series_path = target.path.strip("/")
-        self.series = open_series(self.series_path, client=client, refresh_interval=0.0)
+        # Listed again only by poll(), not on every len() or is_complete.
+        self.series = open_series(self.series_path, client=client, refresh_interval=float("inf"))
+        self.list_interval = list_interval
+        self._listed_at = time.monotonic()
         module, backend = module_for_backend(fit)
         self.settings = {**DEFAULT_SETTINGS, **dict(settings or {}),
                          "Analysis.FitModule": module, "Analysis.FitBackend": backend}
@@ -154,7 +162,9 @@ class LocalizationLaunch:
         """Release newly arrived frames (and finish the release once the series is complete);
         return the progress."""
         if not self._release_complete:
-            self.series.refresh()
+            if time.monotonic() - self._listed_at >= self.list_interval:
+                self.series.refresh()
+                self._listed_at = time.monotonic()
             available = len(self.series)
             complete = self.series.is_complete
             self._release_up_to(available)

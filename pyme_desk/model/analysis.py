@@ -19,6 +19,8 @@ from pyme_desk.model.preview import LocalizationPreview, PreviewSnapshot
 STARTING, RUNNING, FINISHED, CANCELLED, FAILED = "starting", "running", "finished", "cancelled", "failed"
 #: Seconds between polls of the rule server and the results file.
 POLL_S = 1.0
+#: Seconds between listings of the series (its listing grows with every frame spooled).
+LIST_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class AnalysisRun:
             uri = format_cluster_uri(self.client.server_filter, self.series)
             launch = LocalizationLaunch(uri, self.client, self.rule_server_url,
                                         fit=self.settings.get("fit", "auto"),
-                                        threshold=self.settings.get("threshold"))
+                                        threshold=self.settings.get("threshold"), list_interval=LIST_S)
             launch.start()
             md = launch.metadata
             pixel = float(md.get("voxelsize.x", 0.1)) * 1000.0
