@@ -9,8 +9,9 @@ Semantics follow PYME's clusterIO (protocol.md §3) so scripts port over; what w
   on another server;
 * before a PUT the (cached) cluster listing is checked, so a name that exists on *another*
   server is refused too, instead of becoming a second copy;
-* listings are cached for ``listing_cache_s`` seconds per server and updated by our own writes,
-  so we read our own writes at once; a cached "not found" is confirmed with a fresh listing;
+* listings are cached for ``listing_cache_s`` seconds per server (then dropped) and updated by
+  our own writes, so we read our own writes at once; a cached "not found" is confirmed with a
+  fresh listing;
 * every request has a time-out, every failure raises a :class:`ClusterError` that names the
   server and, where it gave one, its reason;
 * results are sent as ``.npy``/JSON/text, never as pickles.
@@ -285,11 +286,19 @@ class ClusterClient:
             raise ServerError(url, r.status_code, response_reason(r))
         fresh = _CachedListing(started, listing, latency)
         with self._lock:
+            self._forget_stale_listings()
             self._listings[key] = fresh
             self._listings.move_to_end(key)
             while len(self._listings) > _MAX_CACHED_LISTINGS:
                 self._listings.popitem(last=False)
         return fresh
+
+    def _forget_stale_listings(self) -> None:
+        """Drop the listings too old ever to be served again (call with the lock held): kept,
+        they would hold the largest directories ever listed, such as a long series, in memory."""
+        oldest = time.monotonic() - self.listing_cache_s
+        for key in [k for k, c in self._listings.items() if c.fetched_at < oldest]:
+            del self._listings[key]
 
     # -- locating and reading ------------------------------------------------------------------
 
