@@ -39,7 +39,7 @@ from pyme_desk.cluster.errors import (ClusterError, ClusterFileExistsError, Clus
                                       InvalidNameError, NoServersError, PutFilesError, ServerError,
                                       ServerUnreachableError)
 from pyme_desk.cluster.listing import (FILETYPE_DIRECTORY, FILETYPE_NORMAL, Entry, Listing,
-                                       ListingFormatError, merge_listings, parse_listing)
+                                       ListingFormatError, frames_from, merge_listings, parse_listing)
 from pyme_desk.cluster.pipeline import put_pipelined
 from pyme_desk.cluster.results import serialise_results
 from pyme_desk.cluster.transport import Transport, response_reason
@@ -177,6 +177,17 @@ class ClusterClient:
         with self._lock:
             return merge_listings(c.listing for c in cached.values() if c.listing)
 
+    def list_new_frames(self, series: str, first_frame: int) -> Listing:
+        """The merged listing of a series directory without its frames numbered below
+        ``first_frame``: what a follower of a growing series needs, at a cost that does not
+        grow with the series (our servers' ``?first_frame=`` listing; others send everything
+        and the frames are left out here).  Always fetched fresh, never cached."""
+        directory = self._cluster_path(series).rstrip("/")
+        params = {"first_frame": str(max(int(first_frame), 0))}
+        fetched = self._answers(self._fan_out(lambda s: self._fetch_listing(s, directory, params),
+                                              self.servers()), f"listing {directory!r}")
+        return merge_listings(frames_from(r.listing, first_frame) for r in fetched.values() if r.listing)
+
     def listdir(self, path: str = "") -> list[str]:
         """Sorted names in a directory across all servers; directories end in ``/``."""
         return list(self.list_entries(path))
@@ -217,14 +228,8 @@ class ClusterClient:
             except (ValueError, TypeError):
                 raise ClusterError(f"{r.url}: glob answer is not a JSON list") from None
 
-        results = self._fan_out(ask, self.servers())
-        answers = [r for r in results.values() if not isinstance(r, Exception)]
-        if not answers:
-            raise next(iter(results.values()))
-        for server, r in results.items():
-            if isinstance(r, Exception):
-                log.warning("glob %r: %s", pattern, r)
-        return sorted(set().union(*answers))
+        answers = self._answers(self._fan_out(ask, self.servers()), f"glob {pattern!r}")
+        return sorted(set().union(*answers.values()))
 
     def _entry(self, path: str, *, confirm_miss: bool) -> Entry | None:
         """The listing entry for ``path`` (its parent's listing), None if absent."""
@@ -250,13 +255,19 @@ class ClusterClient:
         first failure is raised.
         """
         max_age = self.listing_cache_s if max_age is None else max_age
-        results = self._fan_out(lambda s: self._server_listing(s, directory, max_age), self.servers())
+        return self._answers(self._fan_out(lambda s: self._server_listing(s, directory, max_age),
+                                           self.servers()), f"listing {directory!r}")
+
+    @staticmethod
+    def _answers(results: dict[str, Any], what: str) -> dict[str, Any]:
+        """The servers' answers that are not exceptions; failures are logged, and if every
+        server failed, the first failure is raised."""
         failures = [r for r in results.values() if isinstance(r, Exception)]
         if failures and len(failures) == len(results):
             raise failures[0]
         for server, r in results.items():
             if isinstance(r, Exception):
-                log.warning("listing %r on %s: %s", directory, server, r)
+                log.warning("%s on %s: %s", what, server, r)
         return {s: r for s, r in results.items() if not isinstance(r, Exception)}
 
     def _server_listing(self, server: str, directory: str, max_age: float) -> _CachedListing:
@@ -271,9 +282,20 @@ class ClusterClient:
             if cached is not None and time.monotonic() - cached.fetched_at <= max_age:
                 self._listings.move_to_end(key)
                 return cached
+        fresh = self._fetch_listing(server, directory)
+        with self._lock:
+            self._forget_stale_listings()
+            self._listings[key] = fresh
+            self._listings.move_to_end(key)
+            while len(self._listings) > _MAX_CACHED_LISTINGS:
+                self._listings.popitem(last=False)
+        return fresh
+
+    def _fetch_listing(self, server: str, directory: str, params: dict | None = None) -> _CachedListing:
+        """GET one server's listing of ``directory`` (not cached); a None listing: absent."""
         url = server + (quote(directory, safe="/") + "/" if directory else "")
         started = time.monotonic()
-        r = self._transport.get(url)
+        r = self._transport.get(url, params=params)
         latency = time.monotonic() - started
         if r.status_code == 200:
             try:
@@ -284,14 +306,7 @@ class ClusterClient:
             listing = None
         else:
             raise ServerError(url, r.status_code, response_reason(r))
-        fresh = _CachedListing(started, listing, latency)
-        with self._lock:
-            self._forget_stale_listings()
-            self._listings[key] = fresh
-            self._listings.move_to_end(key)
-            while len(self._listings) > _MAX_CACHED_LISTINGS:
-                self._listings.popitem(last=False)
-        return fresh
+        return _CachedListing(started, listing, latency)
 
     def _forget_stale_listings(self) -> None:
         """Drop the listings too old ever to be served again (call with the lock held): kept,
@@ -331,11 +346,8 @@ class ClusterClient:
             with self._lock:
                 return cached.latency if cached.listing and name in cached.listing else None
 
-        results = self._fan_out(has_file, self.servers())
-        failures = [r for r in results.values() if isinstance(r, Exception)]
-        if failures and len(failures) == len(results):
-            raise failures[0]
-        found = [(s, r) for s, r in results.items() if isinstance(r, float)]
+        answers = self._answers(self._fan_out(has_file, self.servers()), f"locating {path!r}")
+        found = [(s, r) for s, r in answers.items() if r is not None]
         return sorted(found, key=lambda item: item[1])
 
     def _remember_locations(self, path: str, locations: list[tuple[str, float]]) -> None:

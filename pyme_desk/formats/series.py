@@ -43,6 +43,8 @@ def frame_name(index: int) -> str:
 
 
 # -- where the parts come from -----------------------------------------------------------------
+# A source has names(first_frame) -> the names of its parts; frames numbered below first_frame
+# may be left out.  read(name) -> bytes, close().
 
 class _ClusterSource:
     """Parts of a series on the cluster, read through a ClusterClient."""
@@ -53,11 +55,11 @@ class _ClusterSource:
         self.owns_client = owns_client
         self.where = f"pyme-cluster://{client.server_filter}/{path}"
 
-    def names(self) -> set[str]:
+    def names(self, first_frame: int = 0) -> set[str]:
         from pyme_desk.cluster import ClusterError
 
         try:
-            return set(self.client.list_entries(self.path))
+            return set(self.client.list_new_frames(self.path, first_frame))
         except ClusterError as e:
             raise SeriesError(f"cannot list {self.where}: {e}") from None
 
@@ -83,7 +85,7 @@ class _FolderSource:
         self.path = path
         self.where = str(path)
 
-    def names(self) -> set[str]:
+    def names(self, first_frame: int = 0) -> set[str]:
         try:
             return set(os.listdir(self.path))
         except FileNotFoundError:
@@ -114,7 +116,7 @@ class _H5FileSource:
         self.where = str(path)
         self._store = H5SeriesStore()
 
-    def names(self) -> set[str]:
+    def names(self, first_frame: int = 0) -> set[str]:
         from pyme_desk.web.errors import HTTPError
 
         if not self.path.exists():
@@ -164,8 +166,11 @@ class Series:
     # -- growth ------------------------------------------------------------------------------
 
     def refresh(self) -> int:
-        """Read the listing again now; returns the number of frames available."""
-        names = self._source.names()
+        """Read the listing again now; returns the number of frames available.
+
+        Only frames from the current count on are asked for (they are all a growing series
+        needs), so a refresh costs the same at frame 100 and at frame 1,000,000."""
+        names = self._source.names(self._count)
         with self._lock:
             self._names = names
             while frame_name(self._count) in names:

@@ -6,6 +6,11 @@ bytes for files and the number of entries for directories.  Unlike PYME, the DIR
 always set for directories, whichever way the listing was produced, and the completion marker
 is always ``events.json``.
 
+Extension (ours; PYME's servers ignore it and send everything): ``GET /<dir>/?first_frame=<i>``
+leaves out the frames ``frameNNNNN.pzf`` numbered below ``i``.  Whoever follows a series as it
+is spooled asks only for what is new, so following it costs the same at frame 100 and at frame
+1,000,000 instead of fetching and parsing a listing that grows with every frame.
+
 The cache keeps each directory's entries and rendered JSON.  Our own writes update it in
 place (no rescan); a directory whose mtime changed behind our back (someone copied files in)
 or whose entry is older than ``max_age`` seconds is rescanned.
@@ -85,6 +90,22 @@ def render(entries: dict[str, list[int]]) -> bytes:
     return json.dumps({n: entries[n] for n in names}, separators=(",", ":")).encode()
 
 
+def frames_from(entries: dict[str, list[int]], first: int) -> dict[str, list[int]]:
+    """``entries`` without the frames (``frameNNNNN.pzf``) numbered below ``first``."""
+    if first <= 0:
+        return dict(entries)
+    # Among frame names with the same number of digits, string order is number order.
+    cut = f"frame{first:05d}.pzf"
+    width = len(cut)
+    kept = {}
+    for name, value in entries.items():
+        if name.startswith("frame") and name.endswith(".pzf") and name[5:-4].isascii() and name[5:-4].isdigit() and (
+                len(name) < width or (len(name) == width and name < cut)):
+            continue
+        kept[name] = value
+    return kept
+
+
 class _Entry:
     __slots__ = ("mtime", "entries", "rendered", "scanned")
 
@@ -108,37 +129,56 @@ class ListingCache:
     def _busy(self, path: Path) -> bool:
         return path.name.endswith(".h5") and self.is_aggregating(os.fspath(path))
 
+    def _current(self, key: str) -> _Entry | None:
+        """The cached entry of directory ``key`` if it is current (call with the lock held)."""
+        ent = self._dirs.get(key)
+        if ent is None or ent.mtime != os.stat(key).st_mtime_ns or time.monotonic() - ent.scanned >= self.max_age:
+            return None
+        self._dirs.move_to_end(key)
+        return ent
+
     def cached(self, path: Path) -> bytes | None:
         """The rendered listing if the cache holds a current one, else None (cheap: one stat)."""
-        key = os.fspath(path)
-        mtime = os.stat(key).st_mtime_ns
         with self._lock:
-            ent = self._dirs.get(key)
-            if ent is None or ent.mtime != mtime or time.monotonic() - ent.scanned >= self.max_age:
+            ent = self._current(os.fspath(path))
+            if ent is None:
                 return None
-            self._dirs.move_to_end(key)
             if ent.rendered is None:
                 ent.rendered = render(ent.entries)
             return ent.rendered
 
     def scan(self, path: Path) -> bytes:
         """Read ``path`` from disk, cache it and return the rendered listing."""
+        return self._scan(path, rendered=True).rendered
+
+    def _scan(self, path: Path, rendered: bool) -> _Entry:
         key = os.fspath(path)
         mtime = os.stat(key).st_mtime_ns
         entries = scan_directory(path, self.is_aggregating)
         ent = _Entry(mtime, entries)
-        ent.rendered = render(entries)
+        if rendered:
+            ent.rendered = render(entries)
         with self._lock:
             self._dirs[key] = ent
             self._dirs.move_to_end(key)
             while len(self._dirs) > self.max_dirs:
                 self._dirs.popitem(last=False)
-        return ent.rendered
+        return ent
 
-    def listing(self, path: Path) -> bytes:
-        """Rendered JSON listing of ``path`` (raises OSError when it cannot be read)."""
-        cached = self.cached(path)
-        return cached if cached is not None else self.scan(path)
+    def listing(self, path: Path, first_frame: int | None = None) -> bytes:
+        """Rendered JSON listing of ``path`` (raises OSError when it cannot be read); with
+        ``first_frame``, without the frames numbered below it (not cached: it is small)."""
+        if first_frame is None:
+            cached = self.cached(path)
+            return cached if cached is not None else self.scan(path)
+        with self._lock:
+            ent = self._current(os.fspath(path))
+            entries = dict(ent.entries) if ent is not None else None
+        if entries is None:  # fresh from disk; our writes may change the cached dict from now on
+            ent = self._scan(path, rendered=False)
+            with self._lock:
+                entries = dict(ent.entries)
+        return render(frames_from(entries, first_frame))
 
     def file_added(self, path: Path, is_dir: bool = False) -> None:
         """We created ``path`` (a new file, or a new directory with ``is_dir``): update in place.

@@ -31,7 +31,7 @@ from pyme_desk.monitor.status import StatusSampler
 from pyme_desk.names import computer_name, dataserver_process_name, service_name
 from pyme_desk.storage.h5r import H5RStore
 from pyme_desk.storage.h5series import H5SeriesStore
-from pyme_desk.storage.listing import ListingCache
+from pyme_desk.storage.listing import ListingCache, frames_from
 from pyme_desk.storage.paths import Root, split_components
 from pyme_desk.storage.safe_pickle import decode_records
 from pyme_desk.storage.upload import UploadSink
@@ -140,14 +140,14 @@ class DataServerApp:
             return await self._get_container_part(req, target)
         except (IsADirectoryError, PermissionError):
             if fs.is_dir():  # Windows cannot open a directory as a file
-                return await self._get_directory(target)
+                return await self._get_directory(target, req)
             raise HTTPError(403, f"no permission to read {target.rel}") from None
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 os.close(fd)
                 fd = -1
-                return await self._get_directory(target)
+                return await self._get_directory(target, req)
             if target.trailing_slash:  # "<series>.h5/": a packed series listed as a folder
                 os.close(fd)
                 fd = -1
@@ -173,13 +173,17 @@ class DataServerApp:
             if fd >= 0:
                 os.close(fd)
 
-    async def _get_directory(self, target) -> Response:
+    async def _get_directory(self, target, req: Request) -> Response:
         if not target.trailing_slash:
             return Response(301, headers=[("Location", "/" + quote(target.rel) + "/")])
+        first_frame = _first_frame(req)
         try:
-            body = self.listings.cached(target.fs)
-            if body is None:  # a cold scan of a big directory must not stall other clients
-                body = await self._offload(self.listings.scan, target.fs)
+            if first_frame is not None:
+                body = await self._offload(self.listings.listing, target.fs, first_frame)
+            else:
+                body = self.listings.cached(target.fs)
+                if body is None:  # a cold scan of a big directory must not stall other clients
+                    body = await self._offload(self.listings.scan, target.fs)
         except PermissionError:
             raise HTTPError(403, f"no permission to list {target.rel or '/'}") from None
         except OSError as e:
@@ -193,7 +197,9 @@ class DataServerApp:
             container, part = series_part
             path = self.root.path / container
             if part == "":
-                return Response.json(await self._offload(self.h5.listing, path))
+                entries = await self._offload(self.h5.listing, path)
+                first_frame = _first_frame(req)
+                return Response.json(entries if first_frame is None else frames_from(entries, first_frame))
             ctype, body = await self._offload(self.h5.read, path, part)
             return Response(200, body, ctype)
         table_part = _split_container(target.rel, (".h5r", ".hdf"))
@@ -388,6 +394,16 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if end < start:
         return None
     return start, end - start + 1
+
+
+def _first_frame(req: Request) -> int | None:
+    """The ``first_frame`` listing query (our extension, see storage/listing.py), if given."""
+    value = req.query.get("first_frame")
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise HTTPError(400, f"first_frame must be a frame number (0, 1, ...), not {value!r}")
+    return int(value)
 
 
 def _split_container(rel: str, suffixes: tuple[str, ...], allow_bare: bool = False):

@@ -17,6 +17,7 @@ from pyme_desk.node.templates import fill_template
 from pyme_desk.scheduler.server import RuleServer
 from pyme_desk.spool.simulator import SMLMSimulator
 from pyme_desk.storage.server import DataServer
+from tests.helpers import wait_for
 
 FILTER = "loctest"
 SERIES = "user/2026_1_1/cells_00"
@@ -147,6 +148,21 @@ def test_launch_releases_frames_as_they_arrive_and_finishes(client, context, dat
         again.cancel()
         again.close()
     finally:
+        launch.close()
+
+
+def test_a_follower_lists_the_series_at_most_every_list_interval(client, dataserver, ruleserver):
+    sim = _simulator()
+    _spool(client, sim, 0, 4, complete=False)
+    launch = LocalizationLaunch(f"pyme-cluster://{FILTER}/{SERIES}", client, ruleserver.url, fit="cpu",
+                                list_interval=3.0).start()
+    try:
+        assert launch.poll().frames_released == 4
+        _spool(client, sim, 4, 8, complete=False)
+        assert launch.poll().frames_released == 4  # listed less than list_interval ago
+        wait_for(lambda: launch.poll().frames_released == 8, timeout=10, interval=0.2)
+    finally:
+        launch.cancel()
         launch.close()
 
 

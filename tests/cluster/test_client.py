@@ -1,6 +1,9 @@
 """ClusterClient against three real data servers (protocol.md §3)."""
+import http.server
 import io
+import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -50,6 +53,61 @@ def test_listings_merge_directories_across_servers(cluster, client):
     assert list(client.walk("day")) == [
         ("day", ["plain", "series"], []), ("day/plain", [], ["a.txt"]),
         ("day/series", [], ["events.json", "frame00000.pzf", "frame00001.pzf", "metadata.json"])]
+
+
+def test_new_frames_of_a_series_spread_over_servers(cluster, client):
+    put_direct(cluster.urls[0], "day/grow/metadata.json", b"{}")
+    for i in range(12):  # chunks of 2 frames per server, as the spooler spreads them
+        put_direct(cluster.urls[(i // 2) % 3], f"day/grow/frame{i:05d}.pzf", b"p" * (i + 1))
+    fresh = client.list_new_frames("day/grow", 9)
+    assert list(fresh) == ["frame00009.pzf", "frame00010.pzf", "frame00011.pzf", "metadata.json"]
+    assert fresh["frame00010.pzf"] == Entry(0, 11)
+    assert list(client.list_new_frames("day/grow", 0)) == client.listdir("day/grow")
+    assert client.list_new_frames("day/nothing", 3) == {}
+
+
+def test_new_frames_from_a_server_that_ignores_first_frame(cluster):
+    """PYME's data servers do not know ``?first_frame=`` and send the whole listing: the
+    client leaves the older frames out itself."""
+    whole = {"metadata.json": [0, 2], **{f"frame{i:05d}.pzf": [0, 5] for i in range(6)}}
+    queries = []
+
+    class PlainListing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            queries.append(self.path)
+            body = json.dumps(whole).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), PlainListing) as plain:
+        thread = threading.Thread(target=plain.serve_forever, daemon=True)
+        thread.start()
+        try:
+            put_direct(cluster.urls[1], "day/grow/frame00006.pzf")
+            url = f"http://127.0.0.1:{plain.server_address[1]}/"
+            with ClusterClient([url, cluster.urls[1]], server_filter="test", token="") as c:
+                assert list(c.list_new_frames("day/grow", 4)) == [
+                    "frame00004.pzf", "frame00005.pzf", "frame00006.pzf", "metadata.json"]
+        finally:
+            plain.shutdown()
+    assert queries == ["/day/grow/?first_frame=4"]
+
+
+def test_expired_listings_are_dropped_not_kept(cluster):
+    """A listing too old to be served again must not stay in memory (a long series would)."""
+    put_direct(cluster.urls[0], "big/a.txt")
+    with cluster.client(listing_cache_s=0.2) as c:
+        assert c.listdir("big") == ["a.txt"]
+        assert {d for _, d in c._listings} == {"big"}
+        time.sleep(0.3)
+        c.listdir("")
+        assert {d for _, d in c._listings} == {""}
 
 
 def test_get_finds_the_file_wherever_it_is(cluster, client):

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import requests
 
 from pyme_desk.cluster import ClusterClient
 from pyme_desk.formats import pzf
@@ -99,6 +100,30 @@ def test_gaps_end_the_available_frames(server, client):
     for i in (0, 1, 3):
         client.put_file(f"holes/frame{i:05d}.pzf", pzf.encode(frames(1, seed=i)[0]))
     assert len(open_series("holes", client)) == 2
+
+
+def test_a_growing_series_on_two_servers_is_counted_from_new_frames_only(tmp_path):
+    blobs = [pzf.encode(f) for f in frames(9)]
+    with DataServer(tmp_path / "a", server_filter=FILTER) as a, \
+            DataServer(tmp_path / "b", server_filter=FILTER) as b, \
+            ClusterClient([a.url, b.url], server_filter=FILTER, token="", listing_cache_s=0.0) as c:
+        def put(server, name, data):
+            assert requests.put(f"{server.url}two/s/{name}", data=data, timeout=5).status_code == 200
+
+        put(a, "metadata.json", b"{}")
+        for i in (0, 1, 4, 5):  # server b's chunk (2, 3) has not arrived yet
+            put(a if i // 2 % 2 == 0 else b, f"frame{i:05d}.pzf", blobs[i])
+        series = open_series("two/s", client=c, refresh_interval=float("inf"))
+        assert len(series) == 2
+        assert set(c.list_new_frames("two/s", 2)) == {"metadata.json", "frame00004.pzf", "frame00005.pzf"}
+        for i in (2, 3, 6, 7):
+            put(b if i // 2 % 2 else a, f"frame{i:05d}.pzf", blobs[i])
+        assert series.refresh() == 8 and not series.is_complete
+        put(b, "final_metadata.json", b'{"EndTime": 2}')
+        put(a, "events.json", b"[]")
+        assert series.refresh() == 8 and series.is_complete
+        assert series.metadata == {"EndTime": 2}
+        assert (series[7] == frames(9)[7]).all() and (series[2] == frames(9)[2]).all()
 
 
 def test_local_folders_and_h5_files_open_without_a_server(data_root, tmp_path):

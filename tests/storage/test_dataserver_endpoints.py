@@ -239,3 +239,34 @@ def test_status_lists_files_open_for_append(server, session):
     while time.time() < deadline and session.get(server.url + "__status").json()["Desk"]["OpenForAppend"]:
         time.sleep(0.05)
     assert session.get(server.url + "__status").json()["Desk"]["OpenForAppend"] == []
+
+
+def test_first_frame_listing_leaves_out_the_older_frames(server, session, data_root):
+    series = data_root / "follow" / "s1"
+    series.mkdir(parents=True)
+    for name in ["metadata.json", "frame00000.pzf", "frame00001.pzf", "frame00002.pzf",
+                 "frame99999.pzf", "frame100000.pzf", "frames.txt", "frame1.pzf"]:
+        (series / name).write_bytes(b"x")
+    full = session.get(server.url + "follow/s1/").json()
+    assert len(full) == 8
+    assert set(session.get(server.url + "follow/s1/?first_frame=2").json()) == {
+        "metadata.json", "frame00002.pzf", "frame99999.pzf", "frame100000.pzf", "frames.txt"}
+    # frame 100000 has six digits: it must not sort below frame 99999
+    assert set(session.get(server.url + "follow/s1/?first_frame=100000").json()) == {
+        "metadata.json", "frame100000.pzf", "frames.txt"}
+    assert session.get(server.url + "follow/s1/?first_frame=0").json() == full
+    session.put(server.url + "follow/s1/frame00003.pzf", data=b"y")  # a write updates the cache
+    assert "frame00003.pzf" in session.get(server.url + "follow/s1/?first_frame=3").json()
+    for bad in ("-1", "x", "1.5", "%D9%A1"):
+        r = session.get(server.url + f"follow/s1/?first_frame={bad}")
+        assert r.status_code == 400 and "first_frame" in r.json()["error"]
+
+
+def test_first_frame_listing_of_a_packed_h5_series(server, session):
+    base = server.url + "__aggregate_h5/h/packed.h5/"
+    assert session.put(base + "metadata.json", data=json.dumps({"imageID": 4})).status_code == 200
+    for i in range(4):
+        blob = pzf.encode(np.full((8, 8), i, np.uint16), frame_num=i)
+        assert session.put(base + f"frame{i:05d}.pzf", data=blob).status_code == 200
+    assert set(session.get(server.url + "h/packed.h5/?first_frame=3").json()) == {
+        "metadata.json", "frame00003.pzf"}
