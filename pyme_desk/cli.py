@@ -16,6 +16,7 @@ from typing import Sequence
 from pyme_desk import __version__
 from pyme_desk.config import ConfigError, load_config
 from pyme_desk.errors import UsageError
+from pyme_desk.frozen import is_frozen, module_form, run_module
 
 #: subcommand -> (module, one-line help). The module provides add_arguments() and run(); it is
 #: imported only when its subcommand is used, so one room's import cost or error stays its own.
@@ -84,6 +85,14 @@ def _requested_command(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if is_frozen():  # the stand-alone build is also its own "python -m" (see pyme_desk/frozen.py)
+        try:
+            form = module_form(argv)
+        except UsageError as e:
+            print(f"pyme-desk: error: {e}", file=sys.stderr)
+            return 2
+        if form is not None:
+            return run_module(*form)
     parser = build_parser(_requested_command(argv))
     args = parser.parse_args(argv)
     try:

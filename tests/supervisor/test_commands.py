@@ -111,3 +111,42 @@ def test_a_failing_service_ends_the_command_with_its_reason(tmp_path, env):
     assert done.returncode == 1
     assert "the data server failed: refused its settings" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+FROZEN_ENTRY = """#!{python}
+# Stands in for the PyInstaller build: sys.frozen is set and the program itself is
+# sys.executable, so children can only be started through it (no "python" to run -m).
+import sys
+sys.frozen = True
+sys.executable = {program!r}
+from pyme_desk.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in program is a #! script")
+def test_a_frozen_build_starts_its_cluster_through_its_own_executable(tmp_path, env, data_root):
+    program = tmp_path / "pyme-desk-frozen"
+    program.write_text(FROZEN_ENTRY.format(python=sys.executable, program=str(program)))
+    program.chmod(0o755)
+    refused = subprocess.run([str(program), "-m", "json.tool"], env=env, capture_output=True, text=True,
+                             timeout=30)
+    assert refused.returncode == 2 and "only pyme_desk's own modules" in refused.stderr
+    proc = subprocess.Popen([str(program), "cluster", "--root", str(data_root), "--workers", "1", "--no-gui"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out = Lines(proc.stdout)
+        out.wait("ready in", 60)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        worker = wait_for(lambda: next((p for p in psutil.Process(proc.pid).children(recursive=True)
+                                        if "pyme_desk.node.worker" in p.cmdline()), None), 30, "a worker")
+        for p in [*tree, worker]:  # every child, workers too, runs the frozen program itself
+            assert str(program) in p.cmdline()[:2], p.cmdline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert alive([*tree, worker]) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
