@@ -121,7 +121,10 @@ class Advertiser:
             except Exception as e:  # the goodbye packet is a courtesy; the record expires anyway
                 log.warning("could not withdraw %s from zeroconf: %s", self.name, e)
             finally:
-                zc.close()
+                try:
+                    zc.close()
+                except Exception as e:  # a shutdown must finish
+                    log.warning("could not close zeroconf for %s: %s", self.name, e)
 
     def __enter__(self) -> "Advertiser":
         self.start()
@@ -129,3 +132,14 @@ class Advertiser:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def start_advertiser(protocol: str, name: str, port: int, mode: str,
+                     address: str | None = None) -> Advertiser | None:
+    """A started :class:`Advertiser` for a server that just bound ``port``, or None in mode
+    ``none``.  Its ``stop()`` never raises, so servers call it on the way out unguarded."""
+    if mode == "none":
+        return None
+    advertiser = Advertiser(protocol, name, port, mode, address)
+    advertiser.start()
+    return advertiser

@@ -170,24 +170,17 @@ class NodeServer:
 
     def _on_started(self, port: int) -> None:
         self.queue.attach(self._service.loop)
-        if self.advertise == "none":
-            return
-        from pyme_desk.discovery.advertiser import Advertiser
+        from pyme_desk.discovery.advertiser import start_advertiser
 
-        address = self.advertise_address if self.advertise == "zeroconf" else None
-        self._advertiser = Advertiser(TASKDIST_PROTOCOL, service_name(NODE_PROCESS_NAME), port,
-                                      self.advertise, address)
         try:
-            self._advertiser.start()
+            self._advertiser = start_advertiser(TASKDIST_PROTOCOL, service_name(NODE_PROCESS_NAME), port,
+                                                self.advertise, self.advertise_address)
         except ValueError as e:
             raise UsageError(str(e)) from None
 
     def _on_stopped(self) -> None:
         if self._advertiser is not None:
-            try:
-                self._advertiser.stop()
-            except Exception:
-                log.exception("could not withdraw the node server's advertisement")
+            self._advertiser.stop()
 
     # -- state -----------------------------------------------------------------------------------
 

@@ -501,12 +501,15 @@ class RuleServer(ServerObject):
                 log.warning(warning)
         self.url = f"http://{self.address}:{port}/"
         self._sweeper.start()
-        self._start_advertising(port)
+        from pyme_desk.discovery.advertiser import start_advertiser
+
+        self._advertiser = start_advertiser(TASKDIST_PROTOCOL, self.name, port, self.advertise, self.address)
         log.info("rule server at %s (task time-out %.0f s, retries %d, lease %.1f s)", self.url,
                  self.book.task_timeout, self.book.retries, self.book.node_timeout)
 
     def _on_stopped(self) -> None:
-        self._stop_advertising()
+        if self._advertiser is not None:
+            self._advertiser.stop()
         self._stop_sweeping.set()
         if self._sweeper.is_alive():
             self._sweeper.join(10)
@@ -525,18 +528,3 @@ class RuleServer(ServerObject):
                 log.info("sweep: %(timed_out)d timed out, %(node_lost)d from lost nodes re-queued, "
                          "%(failed)d failed after retries, %(expired)d rules expired", done)
 
-    def _start_advertising(self, port: int) -> None:
-        if self.advertise == "none":
-            return
-        from pyme_desk.discovery.advertiser import Advertiser
-
-        address = self.address if self.advertise == "zeroconf" else "127.0.0.1"
-        self._advertiser = Advertiser(TASKDIST_PROTOCOL, self.name, port, self.advertise, address)
-        self._advertiser.start()
-
-    def _stop_advertising(self) -> None:
-        if self._advertiser is not None:
-            try:
-                self._advertiser.stop()
-            except Exception:
-                log.exception("could not withdraw the advertisement")

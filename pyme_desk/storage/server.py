@@ -505,11 +505,15 @@ class DataServer(ServerObject):
             "Protocol": "1.1", "TestMode": False, "ComputerName": computer_name()},
             extra=self._status_extra)
         self.sampler.start()
-        self._start_advertising(port)
+        from pyme_desk.discovery.advertiser import start_advertiser
+
+        self._advertiser = start_advertiser(HTTP_PROTOCOL, service_name(dataserver_process_name(self.server_filter)),
+                                            port, self.advertise, self.address)
         log.info("serving %s at %s (filter %r)", self.root.path, self.url, self.server_filter)
 
     def _on_stopped(self) -> None:
-        self._stop_advertising()
+        if self._advertiser is not None:
+            self._advertiser.stop()
         if self.sampler is not None:
             self.sampler.stop()
         self.h5r.close()
@@ -523,19 +527,3 @@ class DataServer(ServerObject):
                 # results and series files still being appended to: not complete, do not copy
                 "OpenForAppend": sorted(self.root.relative(p) for p in open_files)}
 
-    def _start_advertising(self, port: int) -> None:
-        if self.advertise == "none":
-            return
-        from pyme_desk.discovery.advertiser import Advertiser
-
-        name = service_name(dataserver_process_name(self.server_filter))
-        address = self.address if self.advertise == "zeroconf" else "127.0.0.1"
-        self._advertiser = Advertiser(HTTP_PROTOCOL, name, port, self.advertise, address)
-        self._advertiser.start()
-
-    def _stop_advertising(self) -> None:
-        if self._advertiser is not None:
-            try:
-                self._advertiser.stop()
-            except Exception:
-                log.exception("could not withdraw the advertisement")

@@ -231,23 +231,17 @@ class NodeAgent:
     def _on_started(self, port: int) -> None:
         address = "127.0.0.1" if self.loopback or self.bind in ("", "0.0.0.0") else self.bind
         self.url = f"http://{address}:{port}/"
-        if self.advertise == "none":
-            return
-        from pyme_desk.discovery.advertiser import Advertiser
+        from pyme_desk.discovery.advertiser import start_advertiser
 
         try:
-            self._advertiser = Advertiser(AGENT_PROTOCOL, service_name(AGENT_PROCESS_NAME), port,
-                                          self.advertise, self.advertise_address)
-            self._advertiser.start()
-            if self.advertise == "zeroconf" and self._advertiser.address:
-                self.url = f"http://{self._advertiser.address}:{port}/"
+            self._advertiser = start_advertiser(AGENT_PROTOCOL, service_name(AGENT_PROCESS_NAME), port,
+                                                self.advertise, self.advertise_address)
         except Exception as e:  # the API works without being findable; say why it is not
             log.warning("the node agent is not advertised: %s", e)
             self._advertiser = None
+        if self._advertiser is not None and self.advertise == "zeroconf" and self._advertiser.address:
+            self.url = f"http://{self._advertiser.address}:{port}/"
 
     def _on_stopped(self) -> None:
         if self._advertiser is not None:
-            try:
-                self._advertiser.stop()
-            except Exception:
-                log.exception("could not withdraw the node agent's advertisement")
+            self._advertiser.stop()
