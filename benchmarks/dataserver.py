@@ -29,13 +29,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import psutil
 import requests
@@ -45,6 +44,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._nginx import NginxUnavailable, NginxWebDAV, find_nginx  # noqa: E402
+from benchmarks._service import Service, ServiceError, log, tree_cpu_seconds  # noqa: E402
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -79,89 +79,7 @@ TIME_TARGETS_MS = {"list_warm_ms": 5.0, "list_cold_ms": 50.0}
 
 
 class BenchmarkError(RuntimeError):
-    """A server misbehaved (wrong status, short body, did not start)."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- servers
-
-class OurDataServer:
-    """``pyme-desk dataserver`` as a subprocess, serving ``root`` on a free loopback port."""
-
-    def __init__(self, root: Path, workdir: Path, start_timeout: float = 20.0) -> None:
-        self.root = root
-        self.workdir = workdir
-        self.start_timeout = start_timeout
-        self.url = ""
-        self.pid = 0
-        self._proc: subprocess.Popen | None = None
-        self._log_path = workdir / "dataserver.log"
-
-    def __enter__(self) -> "OurDataServer":
-        port_file = self.workdir / "dataserver-port.json"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            env.setdefault("PYME_DESK_ALLOW_ROOT", "1")  # the server refuses root otherwise
-        cmd = [sys.executable, "-m", "pyme_desk", "dataserver", "--root", str(self.root),
-               "--port", "0", "--advertise", "none", "--port-file", str(port_file)]
-        with open(self._log_path, "wb") as log_file:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
-                                          stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise BenchmarkError(f"data server exited with code {self._proc.returncode}: "
-                                     f"{self._log_tail()}")
-            try:
-                info = json.loads(port_file.read_text())
-                self.url = info["url"].rstrip("/") + "/"
-                self.pid = int(info.get("pid") or self._proc.pid)
-                return self
-            except (OSError, ValueError, KeyError):
-                time.sleep(0.02)
-        self.__exit__()
-        raise BenchmarkError(f"data server wrote no port file within {self.start_timeout:.0f} s: "
-                             f"{self._log_tail()}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-        self._proc = None
-
-    def _log_tail(self) -> str:
-        try:
-            lines = self._log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no output"
-        return " | ".join(lines[-5:]) or "no output"
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its children so far."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
+    """A server misbehaved (wrong status, short body)."""
 
 
 # --------------------------------------------------------------------------- client side
@@ -229,10 +147,12 @@ def run_workload(url: str, pid: int, workload: Workload) -> dict[str, float]:
     small = os.urandom(workload.small_size)
     session = requests.Session()
 
+    server = psutil.Process(pid)
+
     def phase(name: str, fn: Callable[[], None]) -> float:
-        cpu0 = server_cpu_seconds(pid)
+        cpu0 = tree_cpu_seconds(server)
         elapsed = _timed(fn)
-        results[f"{name}_cpu_s"] = round(server_cpu_seconds(pid) - cpu0, 3)
+        results[f"{name}_cpu_s"] = round(tree_cpu_seconds(server) - cpu0, 3)
         return elapsed
 
     try:
@@ -307,7 +227,8 @@ def run_side(side: str, base: Path, workload: Workload) -> dict[str, float]:
     try:
         prepare_root(root, workload)
         if side == "ours":
-            with OurDataServer(root, workdir) as server:
+            with Service(workdir, "dataserver", "--root", str(root), "--advertise", "none",
+                         start_timeout=20) as server:
                 return run_workload(server.url, server.pid, workload)
         with NginxWebDAV(root) as nginx:
             return run_workload(nginx.url, nginx.pid, workload)
@@ -407,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(per_round["nginx"]) != len(per_round["ours"]):
             per_round["nginx"] = []  # nginx dropped out part-way: no paired comparison
         report = summarise(per_round, workload, args.rounds, args.quick, nginx_note)
-    except (BenchmarkError, requests.RequestException, OSError) as e:
+    except (BenchmarkError, ServiceError, requests.RequestException, OSError) as e:
         print(json.dumps({"benchmark": "dataserver", "error": f"{type(e).__name__}: {e}"}))
         return 1
     finally:

@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,15 +34,12 @@ if __package__ in (None, ""):  # run as a script: make `pyme_desk` importable fr
 
 import numpy as np  # noqa: E402
 
+from benchmarks._service import Service, log  # noqa: E402
 from pyme_desk.formats import pzf  # noqa: E402
 from pyme_desk.spool import Spooler  # noqa: E402
 
 TARGET_MB_S = 800.0
 TARGET_FRACTION_OF_DISK = 0.8
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def camera_frames(size: int, n: int = 4) -> list[np.ndarray]:
@@ -140,24 +136,6 @@ def spool(url: str, root: Path, frames: list[np.ndarray], compression: str, seco
             "errors": len(report.errors)}
 
 
-def start_server(root: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    port_file = workdir / "port.json"
-    env = {**os.environ, "PYME_DESK_ALLOW_ROOT": "1", "PYME_DESK_CONFIG": os.devnull}
-    proc = subprocess.Popen([sys.executable, "-m", "pyme_desk", "dataserver", "--root", str(root), "--port", "0",
-                             "--port-file", str(port_file), "--advertise", "none",
-                             "--log-dir", str(workdir / "logs")],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if port_file.exists():
-            return proc, json.loads(port_file.read_text())["url"]
-        if proc.poll() is not None:
-            raise SystemExit(f"data server did not start: {proc.stderr.read().decode().strip()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("data server did not start within 30 s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of each phase (default 30)")
@@ -169,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["PYME_DESK_CONFIG"] = os.devnull
     workdir = Path(tempfile.mkdtemp(prefix="pyme-desk-spool-bench-", dir=args.tmp))
-    proc = None
+    server = None
     try:
         log(f"generating {args.size}x{args.size} uint16 frames ...")
         frames = camera_frames(args.size)
@@ -177,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"plain file write for {args.seconds:g} s into {workdir} ...")
         plain = plain_write(workdir / "plain", blobs, args.seconds)
         log(f"  plain write: {plain['MBps']} MB/s")
-        proc, url = start_server(workdir / "root", workdir)
+        server = Service(workdir, "dataserver", "--root", str(workdir / "root"), "--advertise", "none",
+                         "--log-dir", str(workdir / "logs"))
+        url = server.url
         results = {}
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
             sync_disk()
@@ -185,12 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] = spool(url, workdir / "root", frames, mode, args.seconds, args.max_queue)
             log(f"  {mode}: {results[mode]['MBps']} MB/s")
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if server is not None:
+            server.stop(20)
         shutil.rmtree(workdir, ignore_errors=True)
     raw = results.get("raw")
     ratio = round(raw["MBps"] / plain["MBps"], 3) if raw and plain["MBps"] else None

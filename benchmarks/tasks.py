@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,49 +38,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import psutil
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._service import Service, log  # noqa: E402
 KEEPALIVE_TARGET = 50_000  # tasks/s
 TEMPLATE = json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop", "taskdef": {"frameIndex": "{{taskID}}"}})
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-class RuleServerProcess:
-    """``pyme-desk ruleserver`` in a child process on a free loopback port."""
-
-    def __init__(self, tmp: Path, advert_interval: float | None = None) -> None:
-        port_file = tmp / "ruleserver.port.json"
-        tuning = [] if advert_interval is None else ["--advert-interval", str(advert_interval)]
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYME_DESK_ALLOW_ROOT="1", PYME_DESK_CONFIG=os.devnull)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyme_desk", "ruleserver", "--port", "0", "--advertise", "none",
-             "--journal", str(tmp / "journal.sqlite"), "--port-file", str(port_file), "--log-dir", str(tmp), *tuning],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the rule server did not start")
-            time.sleep(0.05)
-        self.port = json.loads(port_file.read_text())["port"]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ps = psutil.Process(self.proc.pid)
-
-    def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # -- transports: call(path, body) -> parsed JSON -------------------------------------------------
@@ -159,7 +123,7 @@ class AdvertPoller:
             conn.close()
 
 
-def synthetic_bidder(server: RuleServerProcess, call: Callable[[str, bytes], object], n_tasks: int,
+def synthetic_bidder(server: Service, call: Callable[[str, bytes], object], n_tasks: int,
                      bid_size: int, poll_adverts: bool = False) -> dict:
     """Post a rule of ``n_tasks``, then bid/hand in ``bid_size`` at a time until all are done."""
     rule = call(f"/add_integer_id_rule?max_tasks={n_tasks}&release_start=0&release_end={n_tasks}&timeout=3600",
@@ -170,7 +134,7 @@ def synthetic_bidder(server: RuleServerProcess, call: Callable[[str, bytes], obj
     poller = AdvertPoller(server.port) if poll_adverts else None
     if poller is not None:
         poller.start()
-    cpu0, t0 = server.cpu(), time.perf_counter()
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
     done = 0
     for start in range(0, n_tasks, bid_size):
         ids = list(range(start, min(start + bid_size, n_tasks)))
@@ -185,10 +149,10 @@ def synthetic_bidder(server: RuleServerProcess, call: Callable[[str, bytes], obj
         handin_ms.append(1e3 * (t3 - t2))
         done += len(won)
     elapsed = time.perf_counter() - t0
-    cpu = server.cpu() - cpu0
+    cpu = server.cpu_seconds() - cpu0
     if poller is not None:
         poller.stop()
-    info = requests.get(f"{server.url}/distributor/queues", timeout=10).json()["result"][rule_id]
+    info = requests.get(f"{server.url}distributor/queues", timeout=10).json()["result"][rule_id]
     return {"tasks": n_tasks, "tasks_per_s": round(done / elapsed), "seconds": round(elapsed, 3),
             "bid_p50_ms": round(statistics.median(bid_ms), 3), "bid_p99_ms": round(percentile(bid_ms, 0.99), 3),
             "handin_p50_ms": round(statistics.median(handin_ms), 3),
@@ -200,7 +164,9 @@ def synthetic_bidder(server: RuleServerProcess, call: Callable[[str, bytes], obj
 
 def raw_benchmark(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="pyme-desk-tasks-", dir=args.tmp) as tmp:
-        server = RuleServerProcess(Path(tmp), args.advert_interval)
+        tuning = [] if args.advert_interval is None else ["--advert-interval", str(args.advert_interval)]
+        server = Service(Path(tmp), "ruleserver", "--advertise", "none", "--journal", str(Path(tmp) / "journal.sqlite"),
+                         "--log-dir", tmp, *tuning)
         try:
             report = {}
             ways = (("keepalive", raw_keepalive), ("keepalive_requests", requests_keepalive),

@@ -26,69 +26,21 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._service import Service, log  # noqa: E402
 TARGET_TASKS_PER_S = 1000
 CHUNK = 50
 TEMPLATE = json.dumps({"id": "{{ruleID}}~{{taskID}}", "type": "noop"})
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-class Service:
-    """``python -m pyme_desk <command> ... --port 0 --port-file F`` as a child process."""
-
-    def __init__(self, tmp: Path, command: str, *args: str) -> None:
-        port_file = tmp / f"{command}.port.json"
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYME_DESK_ALLOW_ROOT="1", PYME_DESK_CONFIG=os.devnull)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyme_desk", command, "--port", "0", "--advertise", "none",
-             "--port-file", str(port_file), "--log-dir", str(tmp / f"{command}-logs"), *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{command} did not start")
-            time.sleep(0.05)
-        info = json.loads(port_file.read_text())
-        self.port = info["port"]
-        self.url = info["url"]
-        self.ps = psutil.Process(self.proc.pid)
-
-    def cpu(self) -> float:
-        """CPU seconds of the process and its children (the node's workers)."""
-        total = 0.0
-        for p in [self.ps, *self.ps.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                for p in [self.ps, *self.ps.children(recursive=True)]:
-                    try:
-                        p.kill()
-                    except psutil.Error:
-                        pass
-                self.proc.wait(10)
 
 
 class RuleClient:
@@ -132,7 +84,7 @@ def wait_node_ready(node: Service, timeout: float = 30) -> None:
 def run_phase(rule: RuleClient, services: list[Service], n: int, rate: float | None) -> dict:
     """One rule of ``n`` tasks: all released at once (rate None) or paced; returns the figures."""
     rule_id = rule.call(f"/add_integer_id_rule?max_tasks={n}", {"template": TEMPLATE})["ruleID"]
-    cpu0 = [s.cpu() for s in services]
+    cpu0 = [s.cpu_seconds() for s in services]
     released: list[float] = []  # release time of task i
     completed_at: list[float] = []  # time the completed count first reached i + 1
     start = time.perf_counter()
@@ -162,8 +114,8 @@ def run_phase(rule: RuleClient, services: list[Service], n: int, rate: float | N
                "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
                "completed": info["tasksCompleted"], "failed": info["tasksFailed"],
                "timed_out": info["tasksTimedOut"],
-               "cpu_s": {"ruleserver": round(services[0].cpu() - cpu0[0], 2),
-                         "nodeserver_and_workers": round(services[1].cpu() - cpu0[1], 2)}}
+               "cpu_s": {"ruleserver": round(services[0].cpu_seconds() - cpu0[0], 2),
+                         "nodeserver_and_workers": round(services[1].cpu_seconds() - cpu0[1], 2)}}
     duplicates = next(r for r in rule.call("/status")["rules"] if r["ruleID"] == rule_id)["duplicateHandins"]
     figures["duplicate_handins"] = duplicates
     figures["exactly_once"] = info["tasksCompleted"] == n and info["tasksFailed"] == 0 and duplicates == 0
@@ -177,11 +129,12 @@ def run_benchmark(n_tasks: int, rate: float, workers: int = 2, tmp: Path | None 
     with tempfile.TemporaryDirectory(dir=tmp) as d:
         d = Path(d)
         tuning = [] if advert_interval is None else ["--advert-interval", str(advert_interval)]
-        ruleserver = Service(d, "ruleserver", "--journal", str(d / "journal.sqlite"), *tuning)
+        ruleserver = Service(d, "ruleserver", "--advertise", "none", "--log-dir", str(d / "ruleserver-logs"),
+                             "--journal", str(d / "journal.sqlite"), *tuning)
         node = None
         try:
-            node = Service(d, "nodeserver", "--ruleserver", ruleserver.url, "--workers", str(workers),
-                           "--root", str(d / "root"))
+            node = Service(d, "nodeserver", "--advertise", "none", "--log-dir", str(d / "nodeserver-logs"),
+                           "--ruleserver", ruleserver.url, "--workers", str(workers), "--root", str(d / "root"))
             wait_node_ready(node)
             rule = RuleClient(ruleserver.port)
             log(f"burst: {n_tasks} tasks released at once")

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,25 +31,12 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._service import Service  # noqa: E402
 from pyme_desk.webdav.auth import set_user  # noqa: E402
 
 TARGET_RATIO = 0.5
 BLOCK = 1 << 20
 USER, PASSWORD = "bench", "benchmark-password"
-
-
-def start(args: list[str], port_file: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "pyme_desk", *args, "--port", "0", "--port-file", str(port_file)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None:
-            raise SystemExit(f"{args[0]} did not start: {proc.stderr.read().decode()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"{args[0]} did not start within 30 s")
-        time.sleep(0.05)
-    return proc, json.loads(port_file.read_text())["url"]
 
 
 def put(url: str, size: int, headers: dict[str, str]) -> float:
@@ -104,17 +90,16 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="webdav-bench-", dir=args.tmp))
-    env = dict(os.environ, PYME_DESK_CONFIG=os.devnull, PYTHONPATH=str(REPO))
-    procs: list[subprocess.Popen] = []
+    services: list[Service] = []
     try:
         users = work / "users"
         set_user(users, USER, PASSWORD)
-        data, data_url = start(["dataserver", "--root", str(work / "root"), "--advertise", "none",
-                                "--log-dir", str(work / "logs")], work / "data.json", env)
-        procs.append(data)
-        dav, dav_url = start(["webdav", "--users", str(users), "--server", data_url, "--filter", "bench",
-                              "--log-dir", str(work / "logs")], work / "dav.json", env)
-        procs.append(dav)
+        services.append(Service(work, "dataserver", "--root", str(work / "root"), "--advertise", "none",
+                                "--log-dir", str(work / "logs")))
+        data_url = services[0].url
+        services.append(Service(work, "webdav", "--users", str(users), "--server", data_url, "--filter", "bench",
+                                "--log-dir", str(work / "logs")))
+        dav_url = services[1].url
         auth = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
         rates: dict[str, list[float]] = {}
         root = work / "root"
@@ -144,12 +129,8 @@ def main() -> None:
             "pass": {"upload": upload >= TARGET_RATIO, "download": download >= TARGET_RATIO},
         }))
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for service in reversed(services):
+            service.stop(10)
         shutil.rmtree(work, ignore_errors=True)
 
 
