@@ -4,6 +4,7 @@ import pytest
 import requests
 
 from pyme_desk.storage.server import DataServer
+from pyme_desk.web.errors import HTTPError
 
 
 @pytest.fixture
@@ -59,3 +60,10 @@ def parse_responses(raw: bytes) -> list[tuple[int, bytes]]:
 def status_lines(raw: bytes) -> list[int]:
     """The status codes of all HTTP responses in a raw byte stream, in order."""
     return [status for status, _ in parse_responses(raw)]
+
+
+def status_of(call, *args) -> int:
+    """The HTTP status of the HTTPError that ``call(*args)`` raises (the test fails if none)."""
+    with pytest.raises(HTTPError) as err:
+        call(*args)
+    return err.value.status

@@ -13,6 +13,7 @@ import pytest
 import tables
 
 from pyme_desk.web.errors import HTTPError
+from tests.storage.conftest import status_of
 from pyme_desk.storage.h5r import H5RStore
 from pyme_desk.storage.safe_pickle import loads_array
 
@@ -41,12 +42,6 @@ def store():
 @pytest.fixture
 def results(data_root):
     return data_root / "user" / "analysis" / "series_00.h5r"
-
-
-def status_of(call, *args):
-    with pytest.raises(HTTPError) as err:
-        call(*args)
-    return err.value.status
 
 
 def test_append_then_read_pickle_sees_rows_at_once(store, results):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tables
 
-from pyme_desk.web.errors import HTTPError
+from tests.storage.conftest import status_of
 from pyme_desk.storage.h5series import H5SeriesStore, frame_name
 
 
@@ -28,12 +28,6 @@ def store():
 @pytest.fixture
 def series(data_root):
     return data_root / "user" / "2024_1_1" / "cells_00.h5"
-
-
-def status_of(call, *args):
-    with pytest.raises(HTTPError) as err:
-        call(*args)
-    return err.value.status
 
 
 def test_out_of_order_frames_read_back_by_number(store, series):
