@@ -113,3 +113,37 @@ def test_settings_dialog_refuses_invalid_values_and_saves_valid_ones(qtbot, tmp_
     saved = yaml.safe_load(config_file.read_text())
     assert saved["other-key"] == 5 and saved["dataserver-filter"] == "lab2"
     assert saved["nodeserver-num_workers"] == 4 and "desk-cluster-token" not in saved
+
+
+def test_gpu_cards_plot_each_gpu_of_a_node_agent_report(qtbot):
+    """The per-GPU cards from a node agent's ``/agent/metrics/gpu`` answer as an H100 node sends
+    it (this machine has no GPU to report one itself)."""
+    from pyme_desk.gui.qt_gpu import QtGpuCard
+    from pyme_desk.model.agents import gpu_history, gpu_state
+
+    from dataclasses import asdict
+
+    from pyme_desk.monitor.gpu import GPUInfo, GPUProcess
+
+    def device(i, util, procs):  # as the agent serialises NVML's readings
+        return asdict(GPUInfo(index=i, name="NVIDIA H100 80GB HBM3", uuid=f"GPU-{i}", utilization_percent=util,
+                              memory_used_bytes=20 * 2**30, memory_total_bytes=80 * 2**30, memory_percent=25.0,
+                              temperature_c=41.0 + i, power_w=310.5, power_limit_w=700.0,
+                              processes=tuple(GPUProcess(4242 + k, "python", 2**30) for k in range(procs))))
+
+    report = {"available": True, "state": "ok", "reason": "2 NVIDIA GPUs (driver 550.54)",
+              "devices": [device(0, 87.0, 2), device(1, None, 0)],
+              "history": [{"t": t, "gpus": [device(0, 10.0 * t, 2), device(1, 5.0, 0)]} for t in range(1, 31)]}
+    state = gpu_state(report)
+    history = gpu_history(report["history"])
+    assert state.available and [d.index for d in state.devices] == [0, 1]
+    cards = [QtGpuCard(d.index) for d in state.devices]
+    for card, d in zip(cards, state.devices):
+        qtbot.addWidget(card)
+        card.update_from(d, history)
+    assert cards[0].title() == "GPU 0: NVIDIA H100 80GB HBM3"
+    x, y = cards[0].curves["utilization"].getData()
+    assert len(y) == 30 and y[-1] == 300.0 and x[-1] == 0
+    assert cards[1].curves["power"].getData()[1][-1] == 310.5
+    assert cards[0].processes.rowCount() == 2 and cards[0].processes.item(1, 0).text() == "4243"
+    assert cards[0].processes.item(0, 2).text() != "" and cards[1].processes.rowCount() == 0
