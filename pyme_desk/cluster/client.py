@@ -39,7 +39,8 @@ from pyme_desk.cluster.errors import (ClusterError, ClusterFileExistsError, Clus
                                       InvalidNameError, NoServersError, PutFilesError, ServerError,
                                       ServerUnreachableError)
 from pyme_desk.cluster.listing import (FILETYPE_DIRECTORY, FILETYPE_NORMAL, Entry, Listing,
-                                       ListingFormatError, frames_from, merge_listings, parse_listing)
+                                       ListingFormatError, frame_index, frame_name, frames_from, merge_listings,
+                                       parse_listing)
 from pyme_desk.cluster.pipeline import put_pipelined
 from pyme_desk.cluster.results import serialise_results
 from pyme_desk.cluster.transport import Transport, response_reason
@@ -59,6 +60,8 @@ STATUS_CACHE_S = 1.0
 FAN_OUT_THREADS = 10
 _MAX_CACHED_LISTINGS = 4096
 _MAX_CACHED_LOCATIONS = 10000
+#: frames located ahead of the one asked for, from one listing (see _find_frame_holders)
+_FRAMES_REMEMBERED = 1000
 
 T = TypeVar("T")
 
@@ -340,6 +343,9 @@ class ClusterClient:
 
     def _find_holders(self, path: str, max_age: float) -> list[tuple[str, float]]:
         parent, name = split_path(path)
+        first = frame_index(name)
+        if first is not None:
+            return self._find_frame_holders(parent, name, first)
 
         def has_file(server: str) -> float | None:
             cached = self._server_listing(server, parent, max_age)
@@ -349,6 +355,26 @@ class ClusterClient:
         answers = self._answers(self._fan_out(has_file, self.servers()), f"locating {path!r}")
         found = [(s, r) for s, r in answers.items() if r is not None]
         return sorted(found, key=lambda item: item[1])
+
+    def _find_frame_holders(self, series: str, name: str, first: int) -> list[tuple[str, float]]:
+        """Where frame ``first`` of a series is, from each server's listing of the frames from
+        that one on (``?first_frame=``): the listing of a series being analysed while it is
+        spooled stays short however long the series grows.  The frames after it that the
+        answer shows are remembered too, so the next ones are located without another listing."""
+        params = {"first_frame": str(first)}
+        answers = self._answers(self._fan_out(lambda s: self._fetch_listing(s, series, params), self.servers()),
+                                f"locating {name!r} in {series!r}")
+        where: dict[int, list[tuple[str, float]]] = {}
+        for server, fetched in answers.items():
+            for other in fetched.listing or ():
+                index = frame_index(other)
+                if index is not None and first <= index < first + _FRAMES_REMEMBERED:  # PYME's send all
+                    where.setdefault(index, []).append((server, fetched.latency))
+        prefix = f"{series}/" if series else ""
+        with self._lock:
+            for index in sorted(where, reverse=True):  # the requested frame ends up most recent
+                self._remember_locked(prefix + frame_name(index), sorted(where[index], key=lambda item: item[1]))
+        return list(where.get(first, []))
 
     def _remember_locations(self, path: str, locations: list[tuple[str, float]]) -> None:
         with self._lock:

@@ -14,10 +14,11 @@ from typing import Iterable, Mapping
 
 # The type bits are defined once, next to the server's listing code.
 from pyme_desk.storage.listing import (FILETYPE_DIRECTORY, FILETYPE_NORMAL, FILETYPE_SERIES,
-                                       FILETYPE_SERIES_COMPLETE, frames_from)
+                                       FILETYPE_SERIES_COMPLETE, frame_index, frame_name, frames_from)
 
 __all__ = ["FILETYPE_NORMAL", "FILETYPE_DIRECTORY", "FILETYPE_SERIES", "FILETYPE_SERIES_COMPLETE",
-           "Entry", "Listing", "ListingFormatError", "parse_listing", "merge_listings", "frames_from"]
+           "Entry", "Listing", "ListingFormatError", "parse_listing", "merge_listings", "frames_from",
+           "frame_index", "frame_name"]
 
 
 class ListingFormatError(ValueError):

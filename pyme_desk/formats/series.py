@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -25,8 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from pyme_desk.formats.pzf import PZFError, decode
+from pyme_desk.storage.listing import frame_name
 
-_FRAME = re.compile(r"^frame(\d{5,})\.pzf$")
 
 
 class SeriesError(Exception):
@@ -35,11 +34,6 @@ class SeriesError(Exception):
 
 class SeriesNotFoundError(SeriesError, FileNotFoundError):
     """No series of that name exists, or a frame it should hold is missing."""
-
-
-def frame_name(index: int) -> str:
-    """``frame00012.pzf``; frame 100000 and later get six digits."""
-    return f"frame{index:05d}.pzf"
 
 
 # -- where the parts come from -----------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from pyme_desk.cluster.errors import InvalidNameError
 from pyme_desk.cluster.uris import is_cluster_uri, parse_cluster_uri
+from pyme_desk.storage.listing import frame_name
 
 LOCAL_COST = 0.01
 REMOTE_COST = 1.0
@@ -29,11 +30,6 @@ LOCAL_THRESHOLD = 0.99
 #: Factor a recipe's cost is multiplied by for each of its inputs that is local.
 RECIPE_LOCAL_FACTOR = 0.2
 SIMULATION_INPUT = "__sim"
-
-
-def frame_file_name(index: int) -> str:
-    """``frame00012.pzf``: the spooler's name for frame ``index`` (§4.2)."""
-    return f"frame{index:05d}.pzf"
 
 
 class Locality:
@@ -75,7 +71,7 @@ class Locality:
         if not is_cluster_uri(series_uri) and self.holds(series_uri):
             return True
         path = self.local_path(series_uri) if is_cluster_uri(series_uri) else None
-        return path is not None and os.path.exists(path / frame_file_name(index))
+        return path is not None and os.path.exists(path / frame_name(index))
 
 
 def task_cost(task: Mapping[str, Any], locality: Locality) -> float:

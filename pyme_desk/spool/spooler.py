@@ -38,6 +38,7 @@ from pyme_desk.cluster import ClusterClient
 from pyme_desk.cluster.uris import validate_name
 from pyme_desk.formats import pzf
 from pyme_desk.spool.streams import PutItem, ServerStream
+from pyme_desk.storage.listing import frame_name
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,6 @@ class SpoolReport:
     mb_per_s: float
     per_server: dict[str, int]
     errors: tuple[str, ...]
-
-
-def frame_name(index: int) -> str:
-    """``frame00012.pzf``: five digits, more from frame 100000 on (protocol.md §4.2)."""
-    return f"frame{index:05d}.pzf"
 
 
 def new_image_id() -> int:

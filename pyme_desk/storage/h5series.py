@@ -14,19 +14,18 @@ frame i.  An ``/Events`` table marks the series complete.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tables
 
+from pyme_desk.storage.listing import frame_index, frame_name
 from pyme_desk.web.errors import HTTPError
 from pyme_desk.storage.hdf5_files import (
     HDF5Store, OpenFile, append_events, event_rows, parse_metadata, read_events,
     read_metadata, write_metadata)
 
-_FRAME = re.compile(r"^frame(\d{5,})\.pzf$")
 _METADATA_PARTS = ("metadata.json", "MetaData")
 #: every PZF blob starts with these two bytes
 PZF_MAGIC = b"BD"
@@ -34,11 +33,6 @@ PZF_MIN_HEADER = 48
 
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
-
-
-def frame_name(frame: int) -> str:
-    """The part name of frame ``frame`` (``frame00012.pzf``)."""
-    return f"frame{frame:05d}.pzf"
 
 
 class H5SeriesStore(HDF5Store):
@@ -59,11 +53,11 @@ class H5SeriesStore(HDF5Store):
             rows = event_rows(_json_body(body, part))
             with self._files.use(path, write=True) as opened:
                 append_events(opened.h5, rows)
-        elif (match := _FRAME.match(part)) is not None:
+        elif (index := frame_index(part)) is not None:
             if len(body) < PZF_MIN_HEADER or body[:2] != PZF_MAGIC:
                 raise HTTPError(400, f"{part} is not PZF data")
             with self._files.use(path, write=True) as opened:
-                _append_frame(opened, int(match.group(1)), body)
+                _append_frame(opened, index, body)
         else:
             raise HTTPError(400, f"{part!r} is not a series part "
                                  "(metadata.json, events.json or frameNNNNN.pzf)")
@@ -83,9 +77,9 @@ class H5SeriesStore(HDF5Store):
                 return JSON_TYPE, json.dumps(read_metadata(opened.h5), indent=2).encode()
             if part == "events.json" and "/Events" in opened.h5:
                 return JSON_TYPE, json.dumps(read_events(opened.h5)).encode()
-            match = _FRAME.match(part)
-            if match is not None:
-                row = _frame_rows(opened).get(int(match.group(1)))
+            index = frame_index(part)
+            if index is not None:
+                row = _frame_rows(opened).get(index)
                 if row is not None:
                     return BINARY_TYPE, _frame_blob(opened.h5, row)
         raise HTTPError(404, f"{Path(path).name} has no {part}")

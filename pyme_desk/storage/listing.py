@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from pyme_desk.storage.paths import PRIVATE_PREFIX
 
@@ -90,20 +91,32 @@ def render(entries: dict[str, list[int]]) -> bytes:
     return json.dumps({n: entries[n] for n in names}, separators=(",", ":")).encode()
 
 
-def frames_from(entries: dict[str, list[int]], first: int) -> dict[str, list[int]]:
+def frame_name(index: int) -> str:
+    """``frame00012.pzf``: a series' frame file (protocol.md §4.2; 100000 and up get six digits)."""
+    return f"frame{index:05d}.pzf"
+
+
+def _is_frame(name: str) -> bool:
+    """``frame`` + at least five digits + ``.pzf`` (protocol.md §4.2)."""
+    digits = name[5:-4]
+    return name[:5] == "frame" and name[-4:] == ".pzf" and len(digits) >= 5 and digits.isascii() and digits.isdigit()
+
+
+def frame_index(name: str) -> int | None:
+    """The number of a frame file (``frame00012.pzf`` -> 12), None for any other name."""
+    return int(name[5:-4]) if _is_frame(name) else None
+
+
+def frames_from(entries: dict[str, Any], first: int) -> dict[str, Any]:
     """``entries`` without the frames (``frameNNNNN.pzf``) numbered below ``first``."""
     if first <= 0:
         return dict(entries)
-    # Among frame names with the same number of digits, string order is number order.
+    # Among frame names with the same number of digits, string order is number order, so most
+    # names are decided by a string comparison before frame_index() parses anything.
     cut = f"frame{first:05d}.pzf"
     width = len(cut)
-    kept = {}
-    for name, value in entries.items():
-        if name.startswith("frame") and name.endswith(".pzf") and name[5:-4].isascii() and name[5:-4].isdigit() and (
-                len(name) < width or (len(name) == width and name < cut)):
-            continue
-        kept[name] = value
-    return kept
+    return {name: value for name, value in entries.items()
+            if not ((len(name) < width or (len(name) == width and name < cut)) and _is_frame(name))}
 
 
 class _Entry:

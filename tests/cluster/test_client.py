@@ -99,6 +99,33 @@ def test_new_frames_from_a_server_that_ignores_first_frame(cluster):
     assert queries == ["/day/grow/?first_frame=4"]
 
 
+def test_frames_are_located_from_short_listings_and_remembered_ahead(cluster):
+    """A worker reading frame i lists only the frames from i on; the frames after it in that
+    answer are located without another listing."""
+    put_direct(cluster.urls[0], "live/s/metadata.json", b"{}")
+    for i in range(40):
+        put_direct(cluster.urls[(i // 10) % 3], f"live/s/frame{i:05d}.pzf", b"%d" % i)
+    seen = []
+    with cluster.client(listing_cache_s=0.0) as c:
+        original = c._transport.get
+
+        def counting_get(url, **kw):
+            seen.append((url, kw.get("params")))
+            return original(url, **kw)
+
+        c._transport.get = counting_get
+        assert c.get_file("live/s/frame00025.pzf") == b"25"
+        listings = [(u, p) for u, p in seen if u.endswith("/live/s/")]
+        assert len(listings) == 3 and all(p == {"first_frame": "25"} for _, p in listings)
+        seen.clear()
+        for i in range(26, 40):  # located by the first answer: no listing at all
+            assert c.get_file(f"live/s/frame{i:05d}.pzf") == b"%d" % i
+        assert [u for u, _ in seen if u.endswith("/")] == []
+        put_direct(cluster.urls[1], "live/s/frame00040.pzf", b"40")  # arrives later: listed again
+        assert c.get_file("live/s/frame00040.pzf") == b"40"
+        assert c.locate_file("live/s/frame00041.pzf") == []
+
+
 def test_expired_listings_are_dropped_not_kept(cluster):
     """A listing too old to be served again must not stay in memory (a long series would)."""
     put_direct(cluster.urls[0], "big/a.txt")

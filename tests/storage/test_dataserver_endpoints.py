@@ -249,11 +249,12 @@ def test_first_frame_listing_leaves_out_the_older_frames(server, session, data_r
         (series / name).write_bytes(b"x")
     full = session.get(server.url + "follow/s1/").json()
     assert len(full) == 8
+    # frame1.pzf is not a frame name (frames have at least five digits): it is always listed
     assert set(session.get(server.url + "follow/s1/?first_frame=2").json()) == {
-        "metadata.json", "frame00002.pzf", "frame99999.pzf", "frame100000.pzf", "frames.txt"}
+        "metadata.json", "frame00002.pzf", "frame99999.pzf", "frame100000.pzf", "frames.txt", "frame1.pzf"}
     # frame 100000 has six digits: it must not sort below frame 99999
     assert set(session.get(server.url + "follow/s1/?first_frame=100000").json()) == {
-        "metadata.json", "frame100000.pzf", "frames.txt"}
+        "metadata.json", "frame100000.pzf", "frames.txt", "frame1.pzf"}
     assert session.get(server.url + "follow/s1/?first_frame=0").json() == full
     session.put(server.url + "follow/s1/frame00003.pzf", data=b"y")  # a write updates the cache
     assert "frame00003.pzf" in session.get(server.url + "follow/s1/?first_frame=3").json()
