@@ -105,8 +105,17 @@ class FilesModel:
                           metadata=series.metadata)
 
     def frame(self, path: str, index: int) -> np.ndarray:
-        from pyme_desk.formats.series import open_series
-        return open_series(path, self.client)[index]
+        """Frame ``index`` of the series at ``path``: one file read, located from a listing of the
+        frames from it on, so browsing a long series does not list it whole for every frame."""
+        from pyme_desk.formats.pzf import decode
+        from pyme_desk.storage.listing import frame_name
+
+        if index < 0:
+            raise IndexError(f"frame {index} of {path}: frames are numbered from 0")
+        try:
+            return decode(self.client.get_file(f"{path.rstrip('/')}/{frame_name(index)}"))
+        except ClusterFileNotFoundError:
+            raise IndexError(f"{path} has no frame {index} (yet)") from None
 
     def download(self, path: str, destination: Path,
                  progress: Callable[[int, int], None] | None = None) -> Path:

@@ -58,6 +58,11 @@ def test_files_panel_lists_a_spooled_series_and_shows_its_frames(qtbot, window, 
     qtbot.waitUntil(lambda: panel.viewer.image is not None, timeout=WAIT_MS)
     assert panel.viewer.image.shape == (32, 32)
     assert '"Camera.ROIWidth": 32' in panel.metadata.toPlainText()
+    first = panel.viewer.image.copy()
+    panel.show_frame(11)
+    qtbot.waitUntil(lambda: not (panel.viewer.image == first).all(), timeout=WAIT_MS)
+    panel.show_frame(12)
+    qtbot.waitUntil(lambda: "has no frame 12" in panel.message.text(), timeout=WAIT_MS)
 
 
 def test_files_panel_upload_and_download(qtbot, window, tmp_path):
