@@ -6,8 +6,10 @@ Starts the embedded cluster of one on a temporary data root (offscreen when ther
 display), measures the time from start to a shown window whose cluster is ready, then runs a
 simulated acquisition (plus its analysis, when the node can fit) while a 5 ms QTimer measures
 how late the event loop serves it (latency = actual - expected interval).  With
-``--memory-seconds`` the window keeps updating that long and the RSS growth is reported.
-Prints one JSON line.
+``--memory-seconds`` the window keeps updating that long and the RSS growth is reported, with
+its slope after the first two minutes (caches filling up) in MB per minute; ``--trace-memory``
+also prints the ten source lines whose live Python allocations grew most (tracemalloc; slower)
+to stderr.  Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="latency measurement time")
     parser.add_argument("--memory-seconds", type=float, default=0.0, help="then run this long, measure RSS")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="report the source lines whose allocations grew most during the memory run")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -88,6 +92,11 @@ def main(argv=None) -> int:
     process = psutil.Process()
     rss_start = process.memory_info().rss
     rss_samples_mb = [round(rss_start / 2**20, 1)]
+    if args.trace_memory:
+        import tracemalloc
+
+        tracemalloc.start(5)
+        traced_start = tracemalloc.take_snapshot()
     remaining = args.memory_seconds
     while remaining > 0:  # one RSS sample a minute shows a trend, not just two points
         step = min(60.0, remaining)
@@ -95,6 +104,13 @@ def main(argv=None) -> int:
         remaining -= step
         rss_samples_mb.append(round(process.memory_info().rss / 2**20, 1))
     rss_end = process.memory_info().rss
+    if args.trace_memory:
+        growth = tracemalloc.take_snapshot().compare_to(traced_start, "lineno")
+        print("largest growth of live Python allocations during the memory run:", file=sys.stderr)
+        for stat in growth[:10]:
+            print(f"  {stat}", file=sys.stderr)
+    settled = rss_samples_mb[2:]  # from minute 2 on: caches and histories have filled
+    slope = (float(np.polyfit(np.arange(len(settled)), settled, 1)[0]) if len(settled) >= 3 else None)
     snap = acquisition.snapshot()
     analyses = desk.analysis_snapshots()
     result = {
@@ -109,7 +125,8 @@ def main(argv=None) -> int:
         "analysis": ({"state": analyses[-1].state, "tasks_completed": analyses[-1].tasks_completed,
                       "tasks_failed": analyses[-1].tasks_failed} if analysed and analyses else None),
         "rss_mb": {"after_latency_run": round(rss_start / 2**20, 1), "after_memory_run": round(rss_end / 2**20, 1),
-                   "memory_seconds": args.memory_seconds, "samples_per_minute": rss_samples_mb},
+                   "memory_seconds": args.memory_seconds, "samples_per_minute": rss_samples_mb,
+                   "growth_mb_per_min_after_2_min": None if slope is None else round(slope, 2)},
     }
     timer.stop()
     window.shutdown()
