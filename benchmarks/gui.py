@@ -98,11 +98,14 @@ def main(argv=None) -> int:
         tracemalloc.start(5)
         traced_start = tracemalloc.take_snapshot()
     remaining = args.memory_seconds
+    p99_per_minute = []
     while remaining > 0:  # one RSS sample a minute shows a trend, not just two points
         step = min(60.0, remaining)
+        late.clear()  # the latency samples themselves must not grow the process
         run_for(step)
         remaining -= step
         rss_samples_mb.append(round(process.memory_info().rss / 2**20, 1))
+        p99_per_minute.append(round(float(np.percentile(late, 99)), 1) if late else None)
     rss_end = process.memory_info().rss
     if args.trace_memory:
         growth = tracemalloc.take_snapshot().compare_to(traced_start, "lineno")
@@ -126,7 +129,8 @@ def main(argv=None) -> int:
                       "tasks_failed": analyses[-1].tasks_failed} if analysed and analyses else None),
         "rss_mb": {"after_latency_run": round(rss_start / 2**20, 1), "after_memory_run": round(rss_end / 2**20, 1),
                    "memory_seconds": args.memory_seconds, "samples_per_minute": rss_samples_mb,
-                   "growth_mb_per_min_after_2_min": None if slope is None else round(slope, 2)},
+                   "growth_mb_per_min_after_2_min": None if slope is None else round(slope, 2),
+                   "latency_p99_ms_per_minute": p99_per_minute},
     }
     timer.stop()
     window.shutdown()
