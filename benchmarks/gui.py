@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="latency measurement time")
     parser.add_argument("--memory-seconds", type=float, default=0.0, help="then run this long, measure RSS")
+    parser.add_argument("--frames", type=int, default=100000,
+                        help="frames the simulated acquisition spools at 100 frames/s (default 100,000)")
     parser.add_argument("--trace-memory", action="store_true",
                         help="report the source lines whose allocations grew most during the memory run")
     args = parser.parse_args(argv)
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
     timer = QTimer()
     timer.timeout.connect(tick)
     timer.start(TICK_MS)
-    acquisition = desk.simulate("bench/acq", n_frames=100000, frame_rate=100, width=256, height=256)
+    acquisition = desk.simulate("bench/acq", n_frames=args.frames, frame_rate=100, width=256, height=256)
     analysed = False
     if not desk.analysis_unavailable():
         time.sleep(1.0)
@@ -132,6 +134,8 @@ def main(argv=None) -> int:
                    "growth_mb_per_min_after_2_min": None if slope is None else round(slope, 2),
                    "latency_p99_ms_per_minute": p99_per_minute},
     }
+    for log_file in sorted((tmp / "data" / "LOGS" / "rules").glob("*.log")):  # why tasks failed
+        print(f"{log_file.name}:\n{log_file.read_text(errors='replace')[-4000:]}", file=sys.stderr)
     timer.stop()
     window.shutdown()
     window.deleteLater()
