@@ -13,7 +13,9 @@ is spooled asks only for what is new, so following it costs the same at frame 10
 
 The cache keeps each directory's entries and rendered JSON.  Our own writes update it in
 place (no rescan); a directory whose mtime changed behind our back (someone copied files in)
-or whose entry is older than ``max_age`` seconds is rescanned.
+or whose entry is older than ``max_age`` seconds is rescanned.  A write that lands while that
+directory is being rescanned is merged into the scan's result: directory times are coarse
+(several writes share one), so a scan that missed it could not be told from a current one.
 """
 from __future__ import annotations
 
@@ -138,6 +140,8 @@ class ListingCache:
         self.is_aggregating = is_aggregating
         self._lock = threading.Lock()
         self._dirs: OrderedDict[str, _Entry] = OrderedDict()
+        # directory -> [scans in flight, entries our writes set meanwhile, parent entry touched]
+        self._scanning: dict[str, list] = {}
 
     def _busy(self, path: Path) -> bool:
         return path.name.endswith(".h5") and self.is_aggregating(os.fspath(path))
@@ -166,17 +170,44 @@ class ListingCache:
 
     def _scan(self, path: Path, rendered: bool) -> _Entry:
         key = os.fspath(path)
-        mtime = os.stat(key).st_mtime_ns
-        entries = scan_directory(path, self.is_aggregating)
-        ent = _Entry(mtime, entries)
-        if rendered:
-            ent.rendered = render(entries)
         with self._lock:
+            scanning = self._scanning.setdefault(key, [0, {}, False])
+            scanning[0] += 1
+        try:
+            mtime = os.stat(key).st_mtime_ns
+            entries = scan_directory(path, self.is_aggregating)
+        except BaseException:
+            with self._lock:
+                self._done_scanning(key, scanning)
+            raise
+        with self._lock:  # one critical section: no write may fall between merge and store
+            self._done_scanning(key, scanning)
+            entries.update(scanning[1])  # written while we scanned: the scan may have missed them
+            ent = _Entry(mtime, entries)
+            if scanning[2]:  # a subdirectory gained a file meanwhile: its count/flags may be stale
+                ent.mtime = -1  # served once, rescanned next time
             self._dirs[key] = ent
             self._dirs.move_to_end(key)
             while len(self._dirs) > self.max_dirs:
                 self._dirs.popitem(last=False)
+        if rendered:
+            ent.rendered = render(entries)
         return ent
+
+    def _done_scanning(self, key: str, scanning: list) -> None:
+        scanning[0] -= 1
+        if scanning[0] == 0:
+            del self._scanning[key]
+
+    def _note_for_scans(self, directory: str, name: str, value: list[int] | None) -> None:
+        """Tell scans of ``directory`` in flight about our write (call with the lock held):
+        ``value`` is the entry we set for ``name``; None marks a change inside a subdirectory."""
+        scanning = self._scanning.get(directory)
+        if scanning is not None:
+            if value is None:
+                scanning[2] = True
+            else:
+                scanning[1][name] = value
 
     def listing(self, path: Path, first_frame: int | None = None) -> bytes:
         """Rendered JSON listing of ``path`` (raises OSError when it cannot be read); with
@@ -204,12 +235,20 @@ class ListingCache:
         directory = path.parent
         name = path.name + "/" if is_dir else path.name
         with self._lock:
+            try:
+                value = ([FILETYPE_DIRECTORY, 0] if is_dir else
+                         [file_flags(name, self._busy(path)), path.stat().st_size])
+            except OSError:
+                value = None
+            self._note_for_scans(os.fspath(directory), name, value)
+            self._note_for_scans(os.fspath(directory.parent), directory.name + "/", None)
             ent = self._dirs.get(os.fspath(directory))
             if ent is not None:
                 try:
+                    if value is None:
+                        raise FileNotFoundError(path)
                     ent.mtime = os.stat(directory).st_mtime_ns
-                    ent.entries[name] = ([FILETYPE_DIRECTORY, 0] if is_dir else
-                                         [file_flags(name, self._busy(path)), path.stat().st_size])
+                    ent.entries[name] = value
                     ent.rendered = None
                 except OSError:
                     self._dirs.pop(os.fspath(directory), None)
@@ -228,12 +267,20 @@ class ListingCache:
         """A file we append to changed size or state: refresh its entry."""
         path = Path(path)
         with self._lock:
+            try:
+                value = [file_flags(path.name, self._busy(path)), path.stat().st_size]
+            except OSError:
+                value = None
+            if value is not None:
+                self._note_for_scans(os.fspath(path.parent), path.name, value)
             ent = self._dirs.get(os.fspath(path.parent))
             if ent is None:
                 return
             try:
+                if value is None:
+                    raise FileNotFoundError(path)
                 ent.mtime = os.stat(path.parent).st_mtime_ns
-                ent.entries[path.name] = [file_flags(path.name, self._busy(path)), path.stat().st_size]
+                ent.entries[path.name] = value
                 ent.rendered = None
             except OSError:
                 self._dirs.pop(os.fspath(path.parent), None)
