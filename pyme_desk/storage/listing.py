@@ -233,25 +233,22 @@ class ListingCache:
         """
         path = Path(path)
         directory = path.parent
+        dkey = os.fspath(directory)
         name = path.name + "/" if is_dir else path.name
         with self._lock:
-            try:
-                value = ([FILETYPE_DIRECTORY, 0] if is_dir else
-                         [file_flags(name, self._busy(path)), path.stat().st_size])
-            except OSError:
-                value = None
-            self._note_for_scans(os.fspath(directory), name, value)
             self._note_for_scans(os.fspath(directory.parent), directory.name + "/", None)
-            ent = self._dirs.get(os.fspath(directory))
-            if ent is not None:
+            ent = self._dirs.get(dkey)
+            if ent is not None or dkey in self._scanning:
                 try:
-                    if value is None:
-                        raise FileNotFoundError(path)
-                    ent.mtime = os.stat(directory).st_mtime_ns
-                    ent.entries[name] = value
-                    ent.rendered = None
-                except OSError:
-                    self._dirs.pop(os.fspath(directory), None)
+                    value = ([FILETYPE_DIRECTORY, 0] if is_dir else
+                             [file_flags(name, self._busy(path)), path.stat().st_size])
+                    self._note_for_scans(dkey, name, value)
+                    if ent is not None:
+                        ent.mtime = os.stat(directory).st_mtime_ns
+                        ent.entries[name] = value
+                        ent.rendered = None
+                except OSError:  # gone again: let the next listing read the disk
+                    self._dirs.pop(dkey, None)
             parent = self._dirs.get(os.fspath(directory.parent))
             key = directory.name + "/"
             if parent is not None and key in parent.entries:
@@ -266,21 +263,17 @@ class ListingCache:
     def file_changed(self, path: Path) -> None:
         """A file we append to changed size or state: refresh its entry."""
         path = Path(path)
+        dkey = os.fspath(path.parent)
         with self._lock:
-            try:
-                value = [file_flags(path.name, self._busy(path)), path.stat().st_size]
-            except OSError:
-                value = None
-            if value is not None:
-                self._note_for_scans(os.fspath(path.parent), path.name, value)
-            ent = self._dirs.get(os.fspath(path.parent))
-            if ent is None:
+            ent = self._dirs.get(dkey)
+            if ent is None and dkey not in self._scanning:
                 return
             try:
-                if value is None:
-                    raise FileNotFoundError(path)
-                ent.mtime = os.stat(path.parent).st_mtime_ns
-                ent.entries[path.name] = value
-                ent.rendered = None
+                value = [file_flags(path.name, self._busy(path)), path.stat().st_size]
+                self._note_for_scans(dkey, path.name, value)
+                if ent is not None:
+                    ent.mtime = os.stat(path.parent).st_mtime_ns
+                    ent.entries[path.name] = value
+                    ent.rendered = None
             except OSError:
-                self._dirs.pop(os.fspath(path.parent), None)
+                self._dirs.pop(dkey, None)
