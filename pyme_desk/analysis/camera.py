@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from pyme_desk.formats.npy import load_npy
+
 
 class CameraMapError(ValueError):
     """A camera map named in the metadata cannot be read or does not fit the frames."""
@@ -106,7 +108,7 @@ def _decode_map(map_id: str, data: bytes) -> np.ndarray:
     name = map_id.lower()
     try:
         if name.endswith(".npy"):
-            array = np.load(io.BytesIO(data), allow_pickle=False)
+            array = load_npy(data)
         elif name.endswith((".tif", ".tiff")):
             import tifffile
 

@@ -20,7 +20,6 @@ reached the results file since its last call (for live previews and localization
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import requests
 from pyme_desk.analysis.fitmodules import module_for_backend
 from pyme_desk.cluster import ClusterClient
 from pyme_desk.cluster.uris import format_cluster_uri, parse_cluster_uri
+from pyme_desk.formats.npy import load_npy
 
 #: ``max_tasks`` of a rule whose series is still being spooled (as PYME).
 OPEN_ENDED_TASKS = 1_000_000
@@ -213,7 +213,7 @@ class LocalizationLaunch:
             raise LaunchError(f"cannot read the results from {server}: {e}") from None
         if r.status_code != 200:
             return None
-        rows = np.load(io.BytesIO(r.content), allow_pickle=False)
+        rows = load_npy(r.content)
         self._rows_seen += len(rows)
         return rows
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pyme_desk.formats.npy import load_npy
 from pyme_desk.web.errors import HTTPError
 
 _REFUSED = "refused: only numpy arrays may be pickled"
@@ -123,7 +124,9 @@ def _plain(array: np.ndarray) -> np.ndarray:
 
 def _load_npy(data: bytes) -> np.ndarray:
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array = load_npy(data)
+    except SystemError:  # an interpreter fault is ours, not the client's: a 500, not a 400
+        raise
     except Exception as exc:
         raise HTTPError(400, f"body is not valid .npy data ({exc})") from None
     return _plain(array)
