@@ -186,10 +186,14 @@ class ClusterClient:
         grow with the series (our servers' ``?first_frame=`` listing; others send everything
         and the frames are left out here).  Always fetched fresh, never cached."""
         directory = self._cluster_path(series).rstrip("/")
-        params = {"first_frame": str(max(int(first_frame), 0))}
-        fetched = self._answers(self._fan_out(lambda s: self._fetch_listing(s, directory, params),
-                                              self.servers()), f"listing {directory!r}")
+        fetched = self._new_frame_listings(directory, first_frame, f"listing {directory!r}")
         return merge_listings(frames_from(r.listing, first_frame) for r in fetched.values() if r.listing)
+
+    def _new_frame_listings(self, series: str, first_frame: int, what: str) -> dict[str, _CachedListing]:
+        """Each server's listing of ``series`` from frame ``first_frame`` on (``?first_frame=``;
+        servers that do not know it send everything), fetched fresh."""
+        params = {"first_frame": str(max(int(first_frame), 0))}
+        return self._answers(self._fan_out(lambda s: self._fetch_listing(s, series, params), self.servers()), what)
 
     def listdir(self, path: str = "") -> list[str]:
         """Sorted names in a directory across all servers; directories end in ``/``."""
@@ -361,9 +365,7 @@ class ClusterClient:
         that one on (``?first_frame=``): the listing of a series being analysed while it is
         spooled stays short however long the series grows.  The frames after it that the
         answer shows are remembered too, so the next ones are located without another listing."""
-        params = {"first_frame": str(first)}
-        answers = self._answers(self._fan_out(lambda s: self._fetch_listing(s, series, params), self.servers()),
-                                f"locating {name!r} in {series!r}")
+        answers = self._new_frame_listings(series, first, f"locating {name!r} in {series!r}")
         where: dict[int, list[tuple[str, float]]] = {}
         for server, fetched in answers.items():
             for other in fetched.listing or ():
