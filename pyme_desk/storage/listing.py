@@ -114,7 +114,7 @@ def frames_from(entries: dict[str, Any], first: int) -> dict[str, Any]:
     if first <= 0:
         return dict(entries)
     # Among frame names with the same number of digits, string order is number order, so most
-    # names are decided by a string comparison before frame_index() parses anything.
+    # names are decided by a string comparison before _is_frame() looks at them.
     cut = f"frame{first:05d}.pzf"
     width = len(cut)
     return {name: value for name, value in entries.items()
@@ -131,6 +131,16 @@ class _Entry:
         self.scanned = time.monotonic()
 
 
+class _Scans:
+    """The scans of one directory in flight, and what our writes did there meanwhile."""
+    __slots__ = ("count", "written", "subdir_changed")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.written: dict[str, list[int]] = {}  # entries our writes set while the scans read
+        self.subdir_changed = False  # a subdirectory gained a file: its count/flags may be stale
+
+
 class ListingCache:
     """Per-directory listing cache; thread-safe; bounded to ``max_dirs`` directories."""
 
@@ -140,8 +150,7 @@ class ListingCache:
         self.is_aggregating = is_aggregating
         self._lock = threading.Lock()
         self._dirs: OrderedDict[str, _Entry] = OrderedDict()
-        # directory -> [scans in flight, entries our writes set meanwhile, parent entry touched]
-        self._scanning: dict[str, list] = {}
+        self._scanning: dict[str, _Scans] = {}
 
     def _busy(self, path: Path) -> bool:
         return path.name.endswith(".h5") and self.is_aggregating(os.fspath(path))
@@ -171,20 +180,20 @@ class ListingCache:
     def _scan(self, path: Path, rendered: bool) -> _Entry:
         key = os.fspath(path)
         with self._lock:
-            scanning = self._scanning.setdefault(key, [0, {}, False])
-            scanning[0] += 1
+            scans = self._scanning.setdefault(key, _Scans())
+            scans.count += 1
         try:
             mtime = os.stat(key).st_mtime_ns
             entries = scan_directory(path, self.is_aggregating)
         except BaseException:
             with self._lock:
-                self._done_scanning(key, scanning)
+                self._done_scanning(key, scans)
             raise
         with self._lock:  # one critical section: no write may fall between merge and store
-            self._done_scanning(key, scanning)
-            entries.update(scanning[1])  # written while we scanned: the scan may have missed them
+            self._done_scanning(key, scans)
+            entries.update(scans.written)  # written while we scanned: the scan may have missed them
             ent = _Entry(mtime, entries)
-            if scanning[2]:  # a subdirectory gained a file meanwhile: its count/flags may be stale
+            if scans.subdir_changed:
                 ent.mtime = -1  # served once, rescanned next time
             self._dirs[key] = ent
             self._dirs.move_to_end(key)
@@ -194,20 +203,10 @@ class ListingCache:
             ent.rendered = render(entries)
         return ent
 
-    def _done_scanning(self, key: str, scanning: list) -> None:
-        scanning[0] -= 1
-        if scanning[0] == 0:
+    def _done_scanning(self, key: str, scans: _Scans) -> None:
+        scans.count -= 1
+        if scans.count == 0:
             del self._scanning[key]
-
-    def _note_for_scans(self, directory: str, name: str, value: list[int] | None) -> None:
-        """Tell scans of ``directory`` in flight about our write (call with the lock held):
-        ``value`` is the entry we set for ``name``; None marks a change inside a subdirectory."""
-        scanning = self._scanning.get(directory)
-        if scanning is not None:
-            if value is None:
-                scanning[2] = True
-            else:
-                scanning[1][name] = value
 
     def listing(self, path: Path, first_frame: int | None = None) -> bytes:
         """Rendered JSON listing of ``path`` (raises OSError when it cannot be read); with
@@ -233,22 +232,12 @@ class ListingCache:
         """
         path = Path(path)
         directory = path.parent
-        dkey = os.fspath(directory)
         name = path.name + "/" if is_dir else path.name
         with self._lock:
-            self._note_for_scans(os.fspath(directory.parent), directory.name + "/", None)
-            ent = self._dirs.get(dkey)
-            if ent is not None or dkey in self._scanning:
-                try:
-                    value = ([FILETYPE_DIRECTORY, 0] if is_dir else
-                             [file_flags(name, self._busy(path)), path.stat().st_size])
-                    self._note_for_scans(dkey, name, value)
-                    if ent is not None:
-                        ent.mtime = os.stat(directory).st_mtime_ns
-                        ent.entries[name] = value
-                        ent.rendered = None
-                except OSError:  # gone again: let the next listing read the disk
-                    self._dirs.pop(dkey, None)
+            scans = self._scanning.get(os.fspath(directory.parent))
+            if scans is not None:
+                scans.subdir_changed = True
+            self._set_entry(path, name, is_dir)
             parent = self._dirs.get(os.fspath(directory.parent))
             key = directory.name + "/"
             if parent is not None and key in parent.entries:
@@ -263,17 +252,24 @@ class ListingCache:
     def file_changed(self, path: Path) -> None:
         """A file we append to changed size or state: refresh its entry."""
         path = Path(path)
-        dkey = os.fspath(path.parent)
         with self._lock:
-            ent = self._dirs.get(dkey)
-            if ent is None and dkey not in self._scanning:
-                return
-            try:
-                value = [file_flags(path.name, self._busy(path)), path.stat().st_size]
-                self._note_for_scans(dkey, path.name, value)
-                if ent is not None:
-                    ent.mtime = os.stat(path.parent).st_mtime_ns
-                    ent.entries[path.name] = value
-                    ent.rendered = None
-            except OSError:
-                self._dirs.pop(dkey, None)
+            self._set_entry(path, path.name, False)
+
+    def _set_entry(self, path: Path, name: str, is_dir: bool) -> None:
+        """Our write of ``path`` (listed as ``name``): set its entry in the cached listing of its
+        directory and tell that directory's scans in flight (call with the lock held)."""
+        dkey = os.fspath(path.parent)
+        ent = self._dirs.get(dkey)
+        scans = self._scanning.get(dkey)
+        if ent is None and scans is None:
+            return
+        try:
+            value = [FILETYPE_DIRECTORY, 0] if is_dir else [file_flags(name, self._busy(path)), path.stat().st_size]
+            if scans is not None:
+                scans.written[name] = value
+            if ent is not None:
+                ent.mtime = os.stat(path.parent).st_mtime_ns
+                ent.entries[name] = value
+                ent.rendered = None
+        except OSError:  # gone again: let the next listing read the disk
+            self._dirs.pop(dkey, None)
