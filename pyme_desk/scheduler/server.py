@@ -527,4 +527,3 @@ class RuleServer(ServerObject):
             if any(done.values()):
                 log.info("sweep: %(timed_out)d timed out, %(node_lost)d from lost nodes re-queued, "
                          "%(failed)d failed after retries, %(expired)d rules expired", done)
-

@@ -491,7 +491,6 @@ class DataServer(ServerObject):
         self.port = self._service.start(timeout)
         return self
 
-
     def _on_started(self, port: int) -> None:
         if self.loopback_only:
             self.address = "127.0.0.1" if self.bind in ("", "0.0.0.0", "::", "localhost") else self.bind
@@ -526,4 +525,3 @@ class DataServer(ServerObject):
                 "TokenRequired": self.required_token is not None,
                 # results and series files still being appended to: not complete, do not copy
                 "OpenForAppend": sorted(self.root.relative(p) for p in open_files)}
-
