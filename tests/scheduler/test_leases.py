@@ -5,31 +5,7 @@ import time
 
 import pytest
 
-from .conftest import make_server, Client
 from tests.helpers import wait_for
-
-
-
-
-@pytest.fixture
-def launch():
-    """Start a server with the given settings; returns a factory of clients for it."""
-    servers, clients = [], []
-
-    def start(**settings):
-        srv = make_server(**settings).start()
-        servers.append(srv)
-
-        def connect(node_id=None):
-            c = Client(f"http://127.0.0.1:{srv.port}", node_id)
-            clients.append(c)
-            return c
-        return connect
-    yield start
-    for c in clients:
-        c.close()
-    for srv in servers:
-        srv.stop()
 
 
 @pytest.fixture

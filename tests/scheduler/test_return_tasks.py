@@ -1,13 +1,10 @@
 """``/return_tasks``: a stopping node gives back tasks it won but never ran, with no retry counted."""
 from __future__ import annotations
 
-
 import pytest
 
 from .conftest import Client, make_server
 from tests.helpers import wait_for
-
-
 
 
 def give_back(node: Client, rule_id: str, ids) -> dict:
@@ -16,22 +13,6 @@ def give_back(node: Client, rule_id: str, ids) -> dict:
 
 def nodes(client: Client) -> dict[str, dict]:
     return {n["nodeID"]: n for n in client.call("/status")["nodes"]}
-
-
-@pytest.fixture
-def launch_fast():
-    servers, clients = [], []
-    srv = make_server(node_timeout=0.3, task_timeout=60.0, retries=1).start()
-    servers.append(srv)
-
-    def connect(node_id=None):
-        c = Client(f"http://127.0.0.1:{srv.port}", node_id)
-        clients.append(c)
-        return c
-    yield connect
-    for c in clients:
-        c.close()
-    srv.stop()
 
 
 def test_only_the_tasks_the_node_holds_go_back_and_adverts_stay_oldest_first(client, node_client):
@@ -53,9 +34,9 @@ def test_only_the_tasks_the_node_holds_go_back_and_adverts_stay_oldest_first(cli
     assert b.bid(rule_id, [2, 3]) == [2, 3]  # handed out again at once
 
 
-def test_a_return_counts_no_retry(launch_fast):
+def test_a_return_counts_no_retry(launch):
     """With one retry allowed, tasks returned twice and then lost once are re-queued, not FAILED."""
-    connect = launch_fast
+    connect = launch(node_timeout=0.3, task_timeout=60.0, retries=1)
     poster, x, y = connect(), connect("x"), connect("y")
     rule_id = poster.add_rule(3)
     x.call("/node_heartbeat")
