@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -111,15 +111,21 @@ def _int_array(values: Any, what: str) -> np.ndarray:
         raise SchedulerError(f"{what} holds an integer out of range") from None
 
 
-def parse_bids(obj: Any) -> list[Bid]:
-    """The body of ``bid_on_tasks``: ``[{"ruleID", "taskIDs", "costs"}, ...]``."""
+def _rule_items(obj: Any, kind: str, shape: str) -> Iterator[tuple[int, dict, np.ndarray]]:
+    """``(index, item, task IDs)`` for each ``{"ruleID", "taskIDs", ...}`` of a body that must be
+    a JSON list of them; ``kind`` names an item in errors (``bid 3 ...``)."""
     if not isinstance(obj, list):
-        raise SchedulerError("the bid body must be a JSON list of {ruleID, taskIDs, costs}")
-    bids = []
+        raise SchedulerError(f"the {kind} body must be a JSON list of {shape}")
     for i, item in enumerate(obj):
         if not isinstance(item, dict) or not isinstance(item.get("ruleID"), str):
-            raise SchedulerError(f"bid {i} must be an object with a string ruleID")
-        ids = _int_array(item.get("taskIDs", []), f"bid {i} taskIDs")
+            raise SchedulerError(f"{kind} {i} must be an object with a string ruleID")
+        yield i, item, _int_array(item.get("taskIDs", []), f"{kind} {i} taskIDs")
+
+
+def parse_bids(obj: Any) -> list[Bid]:
+    """The body of ``bid_on_tasks``: ``[{"ruleID", "taskIDs", "costs"}, ...]``."""
+    bids = []
+    for i, item, ids in _rule_items(obj, "bid", "{ruleID, taskIDs, costs}"):
         costs = item.get("costs")
         if costs is None:
             cost_arr = np.ones(len(ids))
@@ -138,13 +144,8 @@ def parse_bids(obj: Any) -> list[Bid]:
 
 def parse_handins(obj: Any) -> list[HandIn]:
     """The body of ``handin``: ``[{"ruleID", "taskIDs", "status", "reasons"?}, ...]``."""
-    if not isinstance(obj, list):
-        raise SchedulerError("the hand-in body must be a JSON list of {ruleID, taskIDs, status}")
     out = []
-    for i, item in enumerate(obj):
-        if not isinstance(item, dict) or not isinstance(item.get("ruleID"), str):
-            raise SchedulerError(f"hand-in {i} must be an object with a string ruleID")
-        ids = _int_array(item.get("taskIDs", []), f"hand-in {i} taskIDs")
+    for i, item, ids in _rule_items(obj, "hand-in", "{ruleID, taskIDs, status}"):
         status = item.get("status")
         if isinstance(status, int) and not isinstance(status, bool):
             status_arr = np.full(len(ids), status, dtype=np.int64)
@@ -164,14 +165,7 @@ def parse_handins(obj: Any) -> list[HandIn]:
 
 def parse_returns(obj: Any) -> list[tuple[str, np.ndarray]]:
     """The body of ``return_tasks``: ``[{"ruleID", "taskIDs"}, ...]`` as (rule ID, task IDs)."""
-    if not isinstance(obj, list):
-        raise SchedulerError("the return body must be a JSON list of {ruleID, taskIDs}")
-    out = []
-    for i, item in enumerate(obj):
-        if not isinstance(item, dict) or not isinstance(item.get("ruleID"), str):
-            raise SchedulerError(f"return {i} must be an object with a string ruleID")
-        out.append((item["ruleID"], _int_array(item.get("taskIDs", []), f"return {i} taskIDs")))
-    return out
+    return [(item["ruleID"], ids) for _, item, ids in _rule_items(obj, "return", "{ruleID, taskIDs}")]
 
 
 def lowest_costs(rounds: list[list[Bid]]) -> list[list[np.ndarray]]:
